@@ -1,0 +1,35 @@
+# One entry point for people and CI. Needs only Python 3.11+ and a PostgreSQL server;
+# uv is installed with pip when it is missing, and never downloads a Python of its own.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help bootstrap run test lint format
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap: ## install uv if missing, then the locked dependencies into .venv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --locked --quiet
+
+run: bootstrap ## create + migrate the local database, seed demo loans, serve on HOST:PORT
+	$(UV) run --no-sync branchloans migrate
+	$(UV) run --no-sync branchloans seed
+	$(UV) run --no-sync branchloans serve --host $(HOST) --port $(PORT)
+
+test: bootstrap ## run the whole test suite against the local PostgreSQL
+	$(UV) run --no-sync pytest
+
+lint: bootstrap ## ruff (lint + format check) and mypy --strict
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy
+
+format: bootstrap ## apply ruff's fixes and formatting
+	$(UV) run --no-sync ruff check --fix .
+	$(UV) run --no-sync ruff format .

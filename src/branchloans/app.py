@@ -1,0 +1,59 @@
+"""The application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from branchloans import __version__
+from branchloans.config import Settings, get_settings
+from branchloans.db import Database
+from branchloans.health.router import router as health_router
+from branchloans.limits import BodyLimitMiddleware
+from branchloans.loans.router import router as loans_router
+from branchloans.migrate import head_revision
+from branchloans.openapi import install_openapi
+from branchloans.problems import install_problem_handlers
+from branchloans.responses import JSONResponse
+
+DESCRIPTION = """
+Microloans: apply for a loan, read loans and portfolio statistics.
+
+Money is exact: amounts and rates are JSON numbers carried as decimals end to end.
+Every error is an RFC 9457 `application/problem+json` document; validation problems
+list each offending field in `errors`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; the database engine is opened at startup and closed at shutdown."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database.from_settings(settings)
+        app.state.db = database
+        try:
+            yield
+        finally:
+            await database.engine.dispose()
+
+    app = FastAPI(
+        title="Branch Loans API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+        openapi_tags=[
+            {"name": "loans", "description": "Loan applications and portfolio statistics."},
+            {"name": "health", "description": "Probes for load balancers and orchestrators."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.alembic_head = head_revision()
+    install_problem_handlers(app)
+    install_openapi(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(health_router)
+    app.include_router(loans_router)
+    return app

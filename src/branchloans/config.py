@@ -1,0 +1,74 @@
+"""Settings read from the environment (and an optional `.env` file)."""
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, PostgresDsn, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
+
+
+class AppEnv(StrEnum):
+    """Where the service runs; it decides defaults such as the log format."""
+
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, each one an environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    database_url: PostgresDsn = PostgresDsn(DEFAULT_DATABASE_URL)
+    log_level: LogLevel = "INFO"
+
+    db_pool_size: Annotated[int, Field(ge=1, le=100)] = 10
+    db_max_overflow: Annotated[int, Field(ge=0, le=100)] = 5
+    db_pool_timeout: Annotated[
+        float, Field(gt=0, description="seconds to wait for a pooled connection")
+    ] = 5.0
+    db_connect_timeout: Annotated[
+        float, Field(gt=0, description="seconds to open a connection")
+    ] = 3.0
+    db_statement_timeout: Annotated[float, Field(gt=0, description="seconds a query may run")] = (
+        10.0
+    )
+    health_timeout: Annotated[
+        float, Field(gt=0, description="seconds /health waits for Postgres")
+    ] = 1.5
+
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _require_asyncpg(cls, value: PostgresDsn) -> PostgresDsn:
+        if value.scheme != "postgresql+asyncpg":
+            raise ValueError("DATABASE_URL must use the postgresql+asyncpg:// scheme")
+        if not value.path or value.path == "/":
+            raise ValueError("DATABASE_URL must name a database")
+        return value
+
+    @property
+    def database_name(self) -> str:
+        """The database the service works in, taken from DATABASE_URL."""
+        assert self.database_url.path is not None
+        return self.database_url.path.lstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

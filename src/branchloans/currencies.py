@@ -1,0 +1,32 @@
+"""ISO 4217 currencies that a loan may be made in, with their minor units.
+
+Only codes in circulation are listed; precious metals, testing and "no currency" codes
+(XAU, XTS, XXX, ...) have no minor unit and are not money a borrower can owe.
+"""
+
+from types import MappingProxyType
+
+_BY_MINOR_UNITS: dict[int, str] = {
+    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+    3: "BHD IQD JOD KWD LYD OMR TND",
+    4: "CLF UYW",
+    2: (
+        "AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BMD BND BOB BOV BRL BSD BTN BWP"
+        " BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB"
+        " EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES"
+        " KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR"
+        " MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD"
+        " RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP"
+        " TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG"
+    ),
+}
+
+MINOR_UNITS: MappingProxyType[str, int] = MappingProxyType(
+    {code: units for units, codes in _BY_MINOR_UNITS.items() for code in codes.split()}
+)
+"""Currency code -> number of decimal places of its minor unit (2 for INR, 0 for VND)."""
+
+
+def is_currency(code: str) -> bool:
+    """Whether `code` is an ISO 4217 currency in circulation."""
+    return code in MINOR_UNITS

@@ -1,0 +1,56 @@
+"""Probe endpoints: open to everyone, never touching the loans table."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+
+from branchloans.db import DatabaseDep
+from branchloans.health import service
+from branchloans.health.schemas import Check, CheckStatus, HealthReport, Liveness
+from branchloans.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+def _report(checks: dict[str, Check]) -> JSONResponse:
+    healthy = all(check.status is CheckStatus.HEALTHY for check in checks.values())
+    report = HealthReport(
+        status="ok" if healthy else "error", timestamp=datetime.now(UTC), checks=checks
+    )
+    return JSONResponse(
+        report.model_dump(),
+        status_code=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+_UNHEALTHY: dict[int | str, dict[str, Any]] = {
+    503: {"model": HealthReport, "description": "A check failed; `checks` says which."}
+}
+
+
+@router.get("/health", response_model=HealthReport, responses=_UNHEALTHY, summary="Health check")
+async def health(request: Request, database: DatabaseDep) -> JSONResponse:
+    """The API and its database, answered within the configured health timeout."""
+    timeout = request.app.state.settings.health_timeout
+    database_check = await service.check_database(database.engine, timeout)
+    return _report({"api": service.API_CHECK, "database": database_check})
+
+
+@router.get("/liveness", response_model=Liveness, summary="Liveness probe")
+async def liveness() -> JSONResponse:
+    """The process is up; no dependency is consulted, so a database outage never restarts it."""
+    return JSONResponse(Liveness().model_dump(), headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/readiness", response_model=HealthReport, responses=_UNHEALTHY, summary="Readiness probe"
+)
+async def readiness(request: Request, database: DatabaseDep) -> JSONResponse:
+    """Ready for traffic: the database answers and its schema is at this code's migration head."""
+    state = request.app.state
+    schema_check = await service.check_schema(
+        database.engine, state.alembic_head, state.settings.health_timeout
+    )
+    return _report({"api": service.API_CHECK, "database": schema_check})

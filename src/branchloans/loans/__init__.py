@@ -1,0 +1,1 @@
+"""Loans: the applications a borrower makes and what the service knows about them."""

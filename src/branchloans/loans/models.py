@@ -1,0 +1,90 @@
+"""The `loans` table."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import (
+    CHAR,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Uuid,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from branchloans.db import Base
+
+MAX_AMOUNT = Decimal("50000")
+MAX_TERM_MONTHS = 360
+MAX_APR = Decimal("100")
+BORROWER_ID_MAX_LENGTH = 64
+
+
+class LoanStatus(StrEnum):
+    """Where a loan is in its life."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    DISBURSED = "disbursed"
+    REPAID = "repaid"
+    DEFAULTED = "defaulted"
+
+
+_STATUSES = ", ".join(f"'{status}'" for status in LoanStatus)
+
+
+class Loan(Base):
+    """A loan application and its current state.
+
+    The CHECK constraints repeat the API's validation so that no other writer
+    (a script, a migration, psql) can store a loan the API would refuse.
+    """
+
+    __tablename__ = "loans"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    borrower_id: Mapped[str] = mapped_column(String(BORROWER_ID_MAX_LENGTH))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    status: Mapped[LoanStatus] = mapped_column(
+        Enum(
+            LoanStatus,
+            native_enum=False,
+            length=16,
+            values_callable=lambda statuses: [status.value for status in statuses],
+        ),
+        default=LoanStatus.PENDING,
+        server_default=LoanStatus.PENDING.value,
+    )
+    term_months: Mapped[int | None] = mapped_column(Integer)
+    interest_rate_apr: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(f"amount > 0 AND amount <= {MAX_AMOUNT}", name="amount_range"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_code"),
+        CheckConstraint(f"status IN ({_STATUSES})", name="status_known"),
+        CheckConstraint(
+            f"term_months IS NULL OR term_months BETWEEN 1 AND {MAX_TERM_MONTHS}",
+            name="term_months_range",
+        ),
+        CheckConstraint(
+            f"interest_rate_apr IS NULL OR interest_rate_apr BETWEEN 0 AND {MAX_APR}",
+            name="interest_rate_apr_range",
+        ),
+        CheckConstraint("length(btrim(borrower_id)) > 0", name="borrower_id_present"),
+        CheckConstraint("updated_at >= created_at", name="updated_after_created"),
+    )
+
+
+# Serves the list order, newest first, with the id breaking ties between equal timestamps.
+Index("ix_loans_created_at_id", Loan.created_at.desc(), Loan.id.desc())

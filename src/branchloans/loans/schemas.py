@@ -1,0 +1,190 @@
+"""Request and response bodies of the loans API."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from branchloans.currencies import is_currency
+from branchloans.loans.models import (
+    BORROWER_ID_MAX_LENGTH,
+    MAX_AMOUNT,
+    MAX_APR,
+    MAX_TERM_MONTHS,
+    LoanStatus,
+)
+
+CENT = Decimal("0.01")
+
+
+def _refuse_bool(value: Any) -> Any:
+    # Python counts True as 1; a client sending `true` for an amount made a mistake.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+def _at_most_two_decimals(value: Decimal) -> Decimal:
+    if value != value.quantize(CENT):
+        raise ValueError("must have at most 2 decimal places")
+    return value.quantize(CENT)
+
+
+def _currency_code(value: str) -> str:
+    code = value.upper()
+    if not is_currency(code):
+        raise ValueError(f"'{value}' is not an ISO 4217 currency code")
+    return code
+
+
+DecimalNumber = Annotated[
+    Decimal,
+    WithJsonSchema({"type": "number"}, mode="serialization"),
+]
+"""A Decimal that the API writes as an exact JSON number."""
+
+BorrowerId = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=BORROWER_ID_MAX_LENGTH,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    ),
+    Field(
+        description="The borrower's identifier in the calling system.", examples=["usr_india_123"]
+    ),
+]
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_refuse_bool),
+    Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Principal, at most 2 decimals."),
+    AfterValidator(_at_most_two_decimals),
+]
+
+Currency = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 code; lower case is accepted and upper-cased.",
+        examples=["INR"],
+    ),
+    AfterValidator(_currency_code),
+]
+
+TermMonths = Annotated[
+    int, Field(strict=True, ge=1, le=MAX_TERM_MONTHS, description="Length of the loan in months.")
+]
+
+InterestRateApr = Annotated[
+    Decimal,
+    BeforeValidator(_refuse_bool),
+    Field(ge=0, le=MAX_APR, allow_inf_nan=False, description="Annual rate in percent, 2 decimals."),
+    AfterValidator(_at_most_two_decimals),
+]
+
+
+class LoanCreate(BaseModel):
+    """A new loan application."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "borrower_id": "usr_india_123",
+                    "amount": 15000.00,
+                    "currency": "INR",
+                    "term_months": 12,
+                    "interest_rate_apr": 18.50,
+                }
+            ]
+        },
+    )
+
+    borrower_id: BorrowerId
+    amount: Amount
+    currency: Currency
+    term_months: TermMonths | None = None
+    interest_rate_apr: InterestRateApr | None = None
+
+
+class LoanRead(BaseModel):
+    """A loan as the API shows it."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "00000000-0000-0000-0000-000000000002",
+                    "borrower_id": "usr_india_001",
+                    "amount": 15000.00,
+                    "currency": "INR",
+                    "status": "approved",
+                    "term_months": 12,
+                    "interest_rate_apr": 18.50,
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "updated_at": "2025-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+
+    id: uuid.UUID
+    borrower_id: str
+    amount: DecimalNumber
+    currency: str
+    status: LoanStatus
+    term_months: int | None
+    interest_rate_apr: DecimalNumber | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LoanStats(BaseModel):
+    """Portfolio totals."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "total_loans": 2,
+                    "total_amount": 15100.00,
+                    "avg_amount": 7550.00,
+                    "by_status": {
+                        "pending": 1,
+                        "approved": 1,
+                        "rejected": 0,
+                        "disbursed": 0,
+                        "repaid": 0,
+                        "defaulted": 0,
+                    },
+                    "by_currency": {"INR": 1, "USD": 1},
+                    "amount_by_currency": {"INR": 15000.00, "USD": 100.00},
+                }
+            ]
+        }
+    )
+
+    total_loans: int
+    total_amount: DecimalNumber = Field(
+        description="Sum of all amounts regardless of currency, as the seed API reported it; "
+        "see `amount_by_currency` for figures that mean something."
+    )
+    avg_amount: DecimalNumber = Field(description="Mean amount, rounded half-even to 2 decimals.")
+    by_status: dict[LoanStatus, int] = Field(description="Every status, with zero where none.")
+    by_currency: dict[str, int]
+    amount_by_currency: dict[str, DecimalNumber]

@@ -1,0 +1,75 @@
+"""Creating the database and bringing its schema to the newest Alembic revision."""
+
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MAINTENANCE_DATABASE = "postgres"
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    """An Alembic configuration for the project's migrations, aimed at `database_url`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if database_url is not None:
+        config.attributes["database_url"] = database_url
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest revision among the migrations shipped with this code."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    """The revision the connected database is at, or None when it was never migrated."""
+    exists = await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    if not exists:
+        return None
+    revision: str | None = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    return revision
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _maintenance_dsn(database_url: str) -> str:
+    url = make_url(database_url).set(drivername="postgresql", database=MAINTENANCE_DATABASE)
+    return url.render_as_string(hide_password=False)
+
+
+async def create_database_if_missing(database_url: str) -> bool:
+    """Create the database DATABASE_URL names unless it exists; True when it was created."""
+    name = make_url(database_url).database
+    assert name, "DATABASE_URL names no database"
+    connection = await asyncpg.connect(_maintenance_dsn(database_url))
+    try:
+        if await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        await connection.execute(f"CREATE DATABASE {_quote_identifier(name)}")
+        return True
+    finally:
+        await connection.close()
+
+
+async def drop_database(database_url: str) -> None:
+    """Drop the database DATABASE_URL names, closing its sessions first."""
+    name = make_url(database_url).database
+    assert name, "DATABASE_URL names no database"
+    connection = await asyncpg.connect(_maintenance_dsn(database_url))
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {_quote_identifier(name)} WITH (FORCE)")
+    finally:
+        await connection.close()
+
+
+def upgrade_to_head(database_url: str) -> None:
+    """Apply every migration not yet applied. Runs its own event loop: call it outside one."""
+    command.upgrade(alembic_config(database_url), "head")

@@ -1,0 +1,119 @@
+"""Shared fixtures: one migrated throwaway database per run, one app, and a
+transaction per test that is rolled back when the test ends."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from branchloans.app import create_app
+from branchloans.config import Settings
+from branchloans.db import get_session
+from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
+from tests.support import SERVER_URL, make_settings, throwaway_database_url
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database created for this run, migrated to head with Alembic, dropped at the end."""
+    url = throwaway_database_url("run")
+    asyncio.run(create_database_if_missing(url))
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A database that exists but was never migrated."""
+    url = throwaway_database_url("empty")
+    asyncio.run(create_database_if_missing(url))
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Settings aimed at the run's database."""
+    return make_settings(database_url)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """One application for the run, started the way uvicorn starts it."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def connection(app: FastAPI) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    async with app.state.db.engine.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """A session in the test's transaction; its commits become savepoints."""
+    async with AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    ) as test_session:
+        yield test_session
+
+
+@pytest.fixture
+async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app whose every request works inside the test's transaction."""
+
+    async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as request_session:
+            yield request_session
+
+    app.dependency_overrides[get_session] = session_in_test_transaction
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        app.dependency_overrides.pop(get_session, None)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A started app built from `settings` and a client for it, with no test transaction."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+
+
+@pytest.fixture
+async def client_without_database() -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app whose DATABASE_URL points at a port where nothing listens."""
+    unreachable = make_url(SERVER_URL).set(host="127.0.0.1", port=1, database="unreachable")
+    async with serving(make_settings(unreachable.render_as_string(hide_password=False))) as http:
+        yield http
+
+
+@pytest.fixture
+async def client_with_empty_database(
+    empty_database_url: str,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app whose database exists but was never migrated."""
+    async with serving(make_settings(empty_database_url)) as http:
+        yield http

@@ -1,0 +1,67 @@
+"""Probes: health reports the database, liveness never does, readiness checks the schema."""
+
+import time
+
+import httpx
+
+
+async def test_health_is_ok_with_every_check_healthy(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["timestamp"].endswith("Z")
+    assert body["checks"]["api"]["status"] == "healthy"
+    assert body["checks"]["database"] == {
+        "status": "healthy",
+        "message": "Database connection successful",
+    }
+
+
+async def test_health_is_503_within_two_seconds_when_database_is_down(
+    client_without_database: httpx.AsyncClient,
+) -> None:
+    started = time.monotonic()
+    response = await client_without_database.get("/health")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["checks"]["database"]["status"] == "unhealthy"
+    assert body["checks"]["api"]["status"] == "healthy"
+    assert elapsed < 2.0
+
+
+async def test_liveness_answers_even_when_database_is_down(
+    client_without_database: httpx.AsyncClient,
+) -> None:
+    response = await client_without_database.get("/liveness")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readiness_is_ok_when_schema_is_at_head(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readiness")
+
+    assert response.status_code == 200
+    assert response.json()["checks"]["database"]["status"] == "healthy"
+
+
+async def test_readiness_is_503_when_database_was_never_migrated(
+    client_with_empty_database: httpx.AsyncClient,
+) -> None:
+    response = await client_with_empty_database.get("/readiness")
+
+    assert response.status_code == 503
+    assert "no revision" in response.json()["checks"]["database"]["message"]
+
+
+async def test_readiness_is_503_when_database_is_down(
+    client_without_database: httpx.AsyncClient,
+) -> None:
+    response = await client_without_database.get("/readiness")
+
+    assert response.status_code == 503

@@ -1,0 +1,358 @@
+"""The loans API over HTTP, checked against what Postgres holds."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from branchloans.loans.models import Loan
+
+VALID_LOAN: dict[str, Any] = {
+    "borrower_id": "usr_india_123",
+    "amount": 15000.00,
+    "currency": "INR",
+    "term_months": 12,
+    "interest_rate_apr": 18.50,
+}
+
+
+def loan_with(**changes: Any) -> dict[str, Any]:
+    """The valid loan with some fields changed; a value of `...` removes the field."""
+    body = {**VALID_LOAN, **changes}
+    return {key: value for key, value in body.items() if value is not ...}
+
+
+async def post_raw(client: httpx.AsyncClient, body: str) -> httpx.Response:
+    return await client.post(
+        "/api/loans", content=body, headers={"Content-Type": "application/json"}
+    )
+
+
+async def count_loans(session: AsyncSession) -> int:
+    return await session.scalar(select(func.count()).select_from(Loan)) or 0
+
+
+async def test_create_answers_201_with_the_stored_loan_and_its_location(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await client.post("/api/loans", json=VALID_LOAN)
+
+    assert response.status_code == 201
+    body = response.json()
+    assert response.headers["location"] == f"/api/loans/{body['id']}"
+    assert body["status"] == "pending"
+    assert body["borrower_id"] == "usr_india_123"
+    stored = await session.get(Loan, uuid.UUID(body["id"]))
+    assert stored is not None
+    assert stored.amount == Decimal("15000.00")
+    assert stored.interest_rate_apr == Decimal("18.50")
+    assert stored.currency == "INR"
+    assert stored.term_months == 12
+
+
+async def test_created_loan_writes_money_as_exact_json_numbers(client: httpx.AsyncClient) -> None:
+    response = await post_raw(
+        client,
+        '{"borrower_id": "b", "amount": 15000.10, "currency": "INR", "interest_rate_apr": 18.5}',
+    )
+
+    assert response.status_code == 201
+    assert '"amount":15000.10' in response.text
+    assert '"interest_rate_apr":18.50' in response.text
+
+
+async def test_created_loan_timestamps_are_utc_iso8601(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/api/loans", json=VALID_LOAN)).json()
+
+    for field in ("created_at", "updated_at"):
+        assert body[field].endswith("Z")
+        assert datetime.fromisoformat(body[field]).utcoffset() is not None
+
+
+async def test_amount_sent_as_string_is_accepted_exactly(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await client.post("/api/loans", json=loan_with(amount="0.01"))
+
+    assert response.status_code == 201
+    stored = await session.get(Loan, uuid.UUID(response.json()["id"]))
+    assert stored is not None
+    assert stored.amount == Decimal("0.01")
+
+
+@pytest.mark.parametrize("amount", ["0.01", "1", "50000", "50000.00", "49999.99", "10.000"])
+async def test_amount_inside_limits_is_accepted(client: httpx.AsyncClient, amount: str) -> None:
+    response = await post_raw(
+        client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "USD"}}'
+    )
+
+    assert response.status_code == 201, response.text
+    assert Decimal(str(response.json()["amount"])) == Decimal(amount)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["0", "-1", "50000.01", "50001", "0.001", "1.005", "50000.0000000000000001", "1e400"],
+)
+async def test_amount_outside_limits_is_refused_and_nothing_stored(
+    client: httpx.AsyncClient, session: AsyncSession, amount: str
+) -> None:
+    response = await post_raw(
+        client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "USD"}}'
+    )
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["field"] for error in response.json()["errors"]] == ["amount"]
+    assert await count_loans(session) == 0
+
+
+@pytest.mark.parametrize("amount", ["true", '"abc"', '"NaN"', '"Infinity"', "null", "[]"])
+async def test_amount_that_is_not_a_number_is_refused(
+    client: httpx.AsyncClient, amount: str
+) -> None:
+    response = await post_raw(
+        client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "USD"}}'
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "amount"
+
+
+async def test_nan_literal_is_malformed_json(client: httpx.AsyncClient) -> None:
+    response = await post_raw(client, '{"borrower_id": "b", "amount": NaN, "currency": "USD"}')
+
+    assert response.status_code == 400
+    assert response.json()["title"] == "Malformed JSON"
+
+
+@pytest.mark.parametrize(("sent", "stored"), [("inr", "INR"), ("Usd", "USD"), ("KES", "KES")])
+async def test_currency_is_upper_cased(client: httpx.AsyncClient, sent: str, stored: str) -> None:
+    response = await client.post("/api/loans", json=loan_with(currency=sent))
+
+    assert response.status_code == 201
+    assert response.json()["currency"] == stored
+
+
+@pytest.mark.parametrize("currency", ["XQZ", "US", "USDD", "", "123", "XAU", 840])
+async def test_currency_that_is_not_iso_4217_is_refused(
+    client: httpx.AsyncClient, currency: object
+) -> None:
+    response = await client.post("/api/loans", json=loan_with(currency=currency))
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "currency"
+
+
+@pytest.mark.parametrize("term", [1, 12, 360])
+async def test_term_inside_limits_is_accepted(client: httpx.AsyncClient, term: int) -> None:
+    response = await client.post("/api/loans", json=loan_with(term_months=term))
+
+    assert response.status_code == 201
+    assert response.json()["term_months"] == term
+
+
+@pytest.mark.parametrize("term", [0, -1, 361, 2**40, 1.5, "12", True])
+async def test_term_outside_limits_or_not_an_integer_is_refused(
+    client: httpx.AsyncClient, term: object
+) -> None:
+    response = await client.post("/api/loans", json=loan_with(term_months=term))
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "term_months"
+
+
+@pytest.mark.parametrize("rate", ["0", "0.00", "18.5", "99.99", "100", "100.00"])
+async def test_rate_inside_limits_is_accepted(client: httpx.AsyncClient, rate: str) -> None:
+    response = await post_raw(
+        client,
+        f'{{"borrower_id": "b", "amount": 10, "currency": "USD", "interest_rate_apr": {rate}}}',
+    )
+
+    assert response.status_code == 201
+    assert Decimal(str(response.json()["interest_rate_apr"])) == Decimal(rate)
+
+
+@pytest.mark.parametrize("rate", ["-0.01", "100.01", "101", "18.555"])
+async def test_rate_outside_limits_is_refused(client: httpx.AsyncClient, rate: str) -> None:
+    response = await post_raw(
+        client,
+        f'{{"borrower_id": "b", "amount": 10, "currency": "USD", "interest_rate_apr": {rate}}}',
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "interest_rate_apr"
+
+
+async def test_term_and_rate_may_be_left_out(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/loans", json=loan_with(term_months=..., interest_rate_apr=...)
+    )
+
+    assert response.status_code == 201
+    assert response.json()["term_months"] is None
+    assert response.json()["interest_rate_apr"] is None
+
+
+@pytest.mark.parametrize("borrower_id", ["", "   ", "x" * 65, "a\nb", 123])
+async def test_bad_borrower_id_is_refused(client: httpx.AsyncClient, borrower_id: object) -> None:
+    response = await client.post("/api/loans", json=loan_with(borrower_id=borrower_id))
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "borrower_id"
+
+
+async def test_borrower_id_of_64_characters_is_accepted_and_trimmed(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/api/loans", json=loan_with(borrower_id=f" {'x' * 64} "))
+
+    assert response.status_code == 201
+    assert response.json()["borrower_id"] == "x" * 64
+
+
+@pytest.mark.parametrize("field", ["borrower_id", "amount", "currency"])
+async def test_missing_required_field_is_named(client: httpx.AsyncClient, field: str) -> None:
+    response = await client.post("/api/loans", json=loan_with(**{field: ...}))
+
+    assert response.status_code == 422
+    error = response.json()["errors"][0]
+    assert error == {
+        "field": field,
+        "location": "body",
+        "message": "Field required",
+        "type": "missing",
+    }
+
+
+async def test_client_cannot_choose_status_or_id(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/loans", json=loan_with(status="approved", id=str(uuid.uuid4()))
+    )
+
+    assert response.status_code == 422
+    assert {error["field"] for error in response.json()["errors"]} == {"status", "id"}
+
+
+async def test_every_invalid_field_is_reported_at_once(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/loans",
+        json={
+            "borrower_id": "",
+            "amount": 0,
+            "currency": "XQZ",
+            "term_months": 0,
+            "interest_rate_apr": 101,
+        },
+    )
+
+    problem = response.json()
+    assert problem["status"] == 422
+    assert problem["type"] == "https://branchloans.com/problems/validation-error"
+    assert [error["field"] for error in problem["errors"]] == [
+        "borrower_id",
+        "amount",
+        "currency",
+        "term_months",
+        "interest_rate_apr",
+    ]
+
+
+async def test_get_returns_the_loan(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/api/loans", json=VALID_LOAN)).json()
+
+    response = await client.get(f"/api/loans/{created['id']}")
+
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+async def test_get_unknown_loan_is_404_problem(client: httpx.AsyncClient) -> None:
+    missing = uuid.uuid4()
+
+    response = await client.get(f"/api/loans/{missing}")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["title"] == "Loan not found"
+    assert str(missing) in problem["detail"]
+
+
+async def test_get_malformed_id_is_422_problem_naming_the_id(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/loans/not-a-uuid")
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "loan_id"
+    assert response.json()["errors"][0]["location"] == "path"
+
+
+async def test_list_is_empty_array_without_loans(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/loans")
+
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+async def test_list_shows_newest_first(client: httpx.AsyncClient) -> None:
+    ids = [(await client.post("/api/loans", json=VALID_LOAN)).json()["id"] for _ in range(3)]
+
+    listed = [loan["id"] for loan in (await client.get("/api/loans")).json()]
+
+    # One transaction gives all three the same created_at; the id then decides, descending.
+    assert listed == sorted(ids, reverse=True)
+
+
+async def test_list_orders_by_creation_time_first(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    older = (await client.post("/api/loans", json=VALID_LOAN)).json()["id"]
+    newer = (await client.post("/api/loans", json=VALID_LOAN)).json()["id"]
+    loan = await session.get(Loan, uuid.UUID(older))
+    assert loan is not None
+    loan.created_at = loan.created_at.replace(year=2020)
+    loan.updated_at = loan.created_at
+    await session.commit()
+
+    listed = [loan["id"] for loan in (await client.get("/api/loans")).json()]
+
+    assert listed == [newer, older]
+
+
+async def test_stats_without_loans_are_zero_for_every_status(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/stats")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "total_loans": 0,
+        "total_amount": 0,
+        "avg_amount": 0,
+        "by_status": dict.fromkeys(
+            ["pending", "approved", "rejected", "disbursed", "repaid", "defaulted"], 0
+        ),
+        "by_currency": {},
+        "amount_by_currency": {},
+    }
+
+
+async def test_stats_count_and_sum_by_status_and_currency(client: httpx.AsyncClient) -> None:
+    for amount, currency in [("100.00", "INR"), ("200.01", "INR"), ("50.00", "USD")]:
+        await post_raw(
+            client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "{currency}"}}'
+        )
+
+    response = await client.get("/api/stats")
+
+    stats = response.json()
+    assert stats["total_loans"] == 3
+    assert '"total_amount":350.01' in response.text
+    assert '"avg_amount":116.67' in response.text
+    assert stats["by_status"]["pending"] == 3
+    assert stats["by_status"]["approved"] == 0
+    assert stats["by_currency"] == {"INR": 2, "USD": 1}
+    assert '"amount_by_currency":{"INR":300.01,"USD":50.00}' in response.text

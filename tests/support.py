@@ -1,0 +1,24 @@
+"""Helpers the tests share that are not fixtures."""
+
+import os
+import uuid
+
+from sqlalchemy import make_url
+
+from branchloans.config import Settings
+
+SERVER_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def throwaway_database_url(purpose: str) -> str:
+    """A URL on the test server for a database nobody else uses."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"branchloans_test_{purpose}_{worker}_{uuid.uuid4().hex[:8]}"
+    return make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    """Settings for a test, ignoring any `.env` file in the working directory."""
+    return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]

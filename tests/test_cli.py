@@ -1,0 +1,89 @@
+"""The `branchloans` command: migrate creates and migrates, seed is idempotent."""
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from branchloans.cli import main
+from branchloans.config import get_settings
+from branchloans.migrate import drop_database, head_revision
+from tests.support import throwaway_database_url
+
+
+@pytest.fixture
+def cli_database_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """DATABASE_URL set to a database that does not exist yet; dropped afterwards."""
+    url = throwaway_database_url("cli")
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("APP_ENV", "development")
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+    asyncio.run(drop_database(url))
+
+
+async def _fetch(database_url: str, query: str) -> list[asyncpg.Record]:
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetch(query)
+    finally:
+        await connection.close()
+
+
+def test_migrate_creates_the_database_and_brings_it_to_head(
+    cli_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate"]) == 0
+
+    rows = asyncio.run(_fetch(cli_database_url, "SELECT version_num FROM alembic_version"))
+    assert [row[0] for row in rows] == [head_revision()]
+    assert "created database" in capsys.readouterr().out
+
+
+def test_migrate_twice_is_harmless(cli_database_url: str) -> None:
+    assert main(["migrate"]) == 0
+    assert main(["migrate"]) == 0
+
+
+def test_seed_inserts_the_five_demo_loans_once(
+    cli_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["migrate"])
+
+    assert main(["seed"]) == 0
+    assert main(["seed"]) == 0
+
+    output = capsys.readouterr().out
+    assert "inserted 5 demo loan(s)" in output
+    assert "inserted 0 demo loan(s)" in output
+    rows = asyncio.run(
+        _fetch(cli_database_url, "SELECT id::text, currency, status FROM loans ORDER BY id")
+    )
+    assert [tuple(row) for row in rows] == [
+        ("00000000-0000-0000-0000-000000000001", "KES", "pending"),
+        ("00000000-0000-0000-0000-000000000002", "INR", "approved"),
+        ("00000000-0000-0000-0000-000000000003", "NGN", "rejected"),
+        ("00000000-0000-0000-0000-000000000004", "VND", "disbursed"),
+        ("00000000-0000-0000-0000-000000000005", "PHP", "repaid"),
+    ]
+
+
+def test_seed_refuses_to_run_in_production(
+    cli_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    get_settings.cache_clear()
+
+    assert main(["seed"]) == 2
+    assert "production" in capsys.readouterr().err
+
+
+def test_serve_rejects_an_unknown_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--bogus"])
+
+    assert exit_info.value.code == 2
