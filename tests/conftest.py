@@ -102,11 +102,19 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield http
 
 
-@pytest.fixture
-async def client_without_database() -> AsyncIterator[httpx.AsyncClient]:
-    """A client for an app whose DATABASE_URL points at a port where nothing listens."""
-    unreachable = make_url(SERVER_URL).set(host="127.0.0.1", port=1, database="unreachable")
-    async with serving(make_settings(unreachable.render_as_string(hide_password=False))) as http:
+UNREACHABLE_DATABASES = {
+    "nothing listening": make_url(SERVER_URL).set(host="127.0.0.1", port=1),
+    "no such database": make_url(throwaway_database_url("never_created")),
+}
+
+
+@pytest.fixture(params=sorted(UNREACHABLE_DATABASES))
+async def client_without_database(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app whose database cannot be reached (each way it can fail)."""
+    url = UNREACHABLE_DATABASES[request.param].render_as_string(hide_password=False)
+    async with serving(make_settings(url)) as http:
         yield http
 
 

@@ -173,8 +173,23 @@ def _allowed_methods(request: Request) -> list[str]:
     ]
 
 
-async def _handle_database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
-    logger.warning("database unavailable", error=repr(exc))
+# SQLSTATEs that mean "the database is not there for us right now", not "this query is wrong":
+# connection exceptions (class 08), shutdown or start-up in progress, no connection slots,
+# and a database that does not exist (yet).
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "3D000")
+
+
+def _is_outage(error: Exception) -> bool:
+    if isinstance(error, OSError | exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    return sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
+
+
+async def _handle_database_error(request: Request, error: Exception) -> ProblemResponse:
+    if not _is_outage(error):
+        return await _handle_unexpected(request, error)
+    logger.warning("database unavailable", error=repr(error))
     return problem_response(
         request,
         503,
@@ -197,8 +212,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _handle_problem)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
-    # A refused or timed-out connection (OSError), a dropped one (OperationalError,
-    # InterfaceError) or an exhausted pool (sqlalchemy TimeoutError) is an outage, not a bug.
-    for outage in (OSError, exc.OperationalError, exc.InterfaceError, exc.TimeoutError):
-        app.add_exception_handler(outage, _handle_database_unavailable)
+    # A refused or timed-out connection (OSError), a dropped one, an exhausted pool
+    # (sqlalchemy TimeoutError) or a server shutting down is an outage (503), not a bug (500).
+    for error in (OSError, exc.DBAPIError, exc.TimeoutError):
+        app.add_exception_handler(error, _handle_database_error)
     app.add_exception_handler(Exception, _handle_unexpected)
