@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from branchloans.app import create_app
@@ -51,6 +51,38 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture(scope="session")
+def committed_database_url() -> Iterator[str]:
+    """A second migrated database, for tests whose requests must really commit."""
+    url = throwaway_database_url("committed")
+    asyncio.run(create_database_if_missing(url))
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+async def committed_app(committed_database_url: str) -> AsyncIterator[FastAPI]:
+    """An app on the second database, with a real session (and connection) per request."""
+    application = create_app(make_settings(committed_database_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose requests commit, each on its own connection; the tables are emptied after."""
+    transport = httpx.ASGITransport(app=committed_app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        async with committed_app.state.db.engine.begin() as conn:
+            await conn.execute(text("TRUNCATE loans CASCADE"))
 
 
 @pytest.fixture
