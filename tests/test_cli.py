@@ -72,6 +72,29 @@ def test_seed_inserts_the_five_demo_loans_once(
     ]
 
 
+def test_seeded_loans_have_one_event_and_paid_out_ones_a_disbursement_time(
+    cli_database_url: str,
+) -> None:
+    main(["migrate"])
+    main(["seed"])
+    main(["seed"])
+
+    rows = asyncio.run(
+        _fetch(
+            cli_database_url,
+            "SELECT l.status, l.disbursed_at IS NOT NULL, count(e.id), min(e.to_status)"
+            " FROM loans l JOIN loan_events e ON e.loan_id = l.id GROUP BY l.id ORDER BY l.id",
+        )
+    )
+    assert [tuple(row) for row in rows] == [
+        ("pending", False, 1, "pending"),
+        ("approved", False, 1, "approved"),
+        ("rejected", False, 1, "rejected"),
+        ("disbursed", True, 1, "disbursed"),
+        ("repaid", True, 1, "repaid"),
+    ]
+
+
 def test_seed_refuses_to_run_in_production(
     cli_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

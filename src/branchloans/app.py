@@ -25,6 +25,24 @@ list each offending field in `errors`.
 """
 
 
+LOANS_DESCRIPTION = """
+Loan applications, their lifecycle and portfolio statistics.
+
+A loan moves only through these actions (each a `POST /api/loans/{loan_id}/<action>`):
+
+```
+pending --approve--> approved --disburse--> disbursed --repay----> repaid
+   |                    |                       |
+   +------reject------->+--reject--> rejected   +--default--> defaulted
+```
+
+`rejected`, `repaid` and `defaulted` are final. Any other action answers 409 with the
+loan's `current_status` and its `allowed_actions`. Every change is recorded in the loan's
+history (`GET /api/loans/{loan_id}/events`). Responses carry the loan's version as `ETag`;
+send it back in `If-Match` to act only if nobody changed the loan meanwhile (else 412).
+"""
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; the database engine is opened at startup and closed at shutdown."""
     settings = settings or get_settings()
@@ -45,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=JSONResponse,
         openapi_tags=[
-            {"name": "loans", "description": "Loan applications and portfolio statistics."},
+            {"name": "loans", "description": LOANS_DESCRIPTION},
             {"name": "health", "description": "Probes for load balancers and orchestrators."},
         ],
     )
