@@ -3,7 +3,6 @@ transaction per test that is rolled back when the test ends."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from branchloans.app import create_app
 from branchloans.config import Settings
 from branchloans.db import get_session
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
-from tests.support import SERVER_URL, make_settings, throwaway_database_url
+from tests.support import SERVER_URL, make_settings, serving, throwaway_database_url
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +81,14 @@ async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncC
             yield http
     finally:
         async with committed_app.state.db.engine.begin() as conn:
-            await conn.execute(text("TRUNCATE loans CASCADE"))
+            await conn.execute(text("TRUNCATE loans, idempotency_keys CASCADE"))
+
+
+@pytest.fixture
+async def committed_session(committed_app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A session on the second database, to read what committed requests wrote."""
+    async with committed_app.state.db.sessionmaker() as reader:
+        yield reader
 
 
 @pytest.fixture
@@ -122,16 +128,6 @@ async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[htt
             yield http
     finally:
         app.dependency_overrides.pop(get_session, None)
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A started app built from `settings` and a client for it, with no test transaction."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
 
 
 UNREACHABLE_DATABASES = {

@@ -110,3 +110,24 @@ def test_serve_rejects_an_unknown_option(capsys: pytest.CaptureFixture[str]) -> 
         main(["serve", "--bogus"])
 
     assert exit_info.value.code == 2
+
+
+def test_purge_idempotency_keys_deletes_only_expired_ones(
+    cli_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["migrate"])
+    asyncio.run(
+        _fetch(
+            cli_database_url,
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, method, path, created_at,"
+            " expires_at) VALUES ('', 'old', 'f', 'POST', '/', now() - interval '2 days',"
+            " now() - interval '1 day'), ('', 'new', 'f', 'POST', '/', now(),"
+            " now() + interval '1 day')",
+        )
+    )
+
+    assert main(["purge-idempotency-keys"]) == 0
+
+    assert "purged 1 expired idempotency key(s)" in capsys.readouterr().out
+    rows = asyncio.run(_fetch(cli_database_url, "SELECT key FROM idempotency_keys"))
+    assert [row[0] for row in rows] == ["new"]

@@ -1,7 +1,8 @@
 """The application factory."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -9,6 +10,7 @@ from branchloans import __version__
 from branchloans.config import Settings, get_settings
 from branchloans.db import Database
 from branchloans.health.router import router as health_router
+from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision
@@ -51,9 +53,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_settings(settings)
         app.state.db = database
+        purger = (
+            asyncio.create_task(purge_periodically(database, settings.idempotency_purge_interval))
+            if settings.idempotency_purge_interval
+            else None
+        )
         try:
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
+                with suppress(asyncio.CancelledError):
+                    await purger
             await database.engine.dispose()
 
     app = FastAPI(

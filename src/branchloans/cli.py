@@ -62,6 +62,24 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _purge_idempotency_keys() -> int:
+    from branchloans.db import Database
+    from branchloans.idempotency.service import purge_expired_keys
+
+    database = Database.from_settings(get_settings())
+    try:
+        async with database.sessionmaker() as session:
+            return await purge_expired_keys(session)
+    finally:
+        await database.engine.dispose()
+
+
+def _purge(args: argparse.Namespace) -> int:
+    purged = asyncio.run(_purge_idempotency_keys())
+    print(f"purged {purged} expired idempotency key(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per task."""
     parser = argparse.ArgumentParser(
@@ -84,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = commands.add_parser("seed", help="insert the five demo loans (idempotent)")
     seed.set_defaults(handler=_seed)
+
+    purge = commands.add_parser(
+        "purge-idempotency-keys", help="delete expired Idempotency-Key answers, in batches"
+    )
+    purge.set_defaults(handler=_purge)
     return parser
 
 

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
 
+    idempotency_key_ttl_hours: Annotated[
+        float, Field(gt=0, description="how long a stored Idempotency-Key answer is replayed")
+    ] = 24
+    idempotency_purge_interval: Annotated[
+        float, Field(ge=0, description="seconds between background purges; 0 turns them off")
+    ] = 300
+    idempotency_lock_timeout: Annotated[
+        float, Field(gt=0, description="seconds a retry waits for the first request with its key")
+    ] = 5
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

@@ -7,6 +7,8 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from branchloans.db import SessionDep
+from branchloans.idempotency.models import KEY_MAX_LENGTH
+from branchloans.idempotency.service import run_write
 from branchloans.loans import service
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, Loan, LoanStatus
@@ -45,6 +47,18 @@ async def change_context() -> ChangeContext:
 
 
 ChangeContextDep = Annotated[ChangeContext, Depends(change_context)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=KEY_MAX_LENGTH,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A token you choose (printable ASCII, at most 255 characters). A retry "
+        "with the same key and the same request returns the first answer, with "
+        "`Idempotent-Replayed: true`, instead of acting twice. Keys are kept 24 hours.",
+        examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
+    ),
+]
 
 
 def _loan_response(
@@ -123,18 +137,30 @@ async def get_loan(
             }
         },
         400: _problem("The body is not valid JSON."),
+        409: _problem("A request with this Idempotency-Key is still being processed."),
         413: _problem("The body is larger than the server accepts."),
         415: _problem("The body is not JSON."),
-        422: _problem("A field is missing or invalid; `errors` names each one."),
+        422: _problem(
+            "A field is missing or invalid (`errors` names each one), or the "
+            "Idempotency-Key was used for a different request."
+        ),
     },
 )
 async def create_loan(
-    application: LoanCreate, session: SessionDep, context: ChangeContextDep, request: Request
-) -> JSONResponse:
+    application: LoanCreate,
+    session: SessionDep,
+    context: ChangeContextDep,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
     """Create a loan application; it starts as `pending`, and its history with one event."""
-    loan = await service.create_loan(session, application, context)
-    location = request.url_for("get_loan", loan_id=loan.id).path
-    return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
+
+    async def create() -> Response:
+        loan = await service.create_loan(session, application, context)
+        location = request.url_for("get_loan", loan_id=loan.id).path
+        return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
+
+    return await run_write(session, request, idempotency_key, context.scope, create)
 
 
 @router.get(
@@ -157,21 +183,26 @@ def _add_action_route(action: LoanAction) -> None:
         loan_id: uuid.UUID,
         session: SessionDep,
         context: ChangeContextDep,
+        request: Request,
         body: TransitionRequest | None = None,
         if_match: Annotated[
             str | None,
             Header(description='Only act if the loan still has this ETag, e.g. `"3"`.'),
         ] = None,
-    ) -> JSONResponse:
-        loan = await service.transition_loan(
-            session,
-            loan_id,
-            action,
-            context,
-            reason=body.reason if body else None,
-            expected_versions=_versions_in(if_match),
-        )
-        return _loan_response(loan)
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response:
+        async def transition() -> Response:
+            loan = await service.transition_loan(
+                session,
+                loan_id,
+                action,
+                context,
+                reason=body.reason if body else None,
+                expected_versions=_versions_in(if_match),
+            )
+            return _loan_response(loan)
+
+        return await run_write(session, request, idempotency_key, context.scope, transition)
 
     router.add_api_route(
         f"/loans/{{loan_id}}/{action}",
@@ -190,7 +221,7 @@ def _add_action_route(action: LoanAction) -> None:
             **_LOAN_NOT_FOUND,
             409: _problem(
                 f"The loan is not {sources}; the problem names `current_status` and "
-                "`allowed_actions`."
+                "`allowed_actions`. Or a request with this Idempotency-Key is still running."
             ),
             412: _problem("If-Match names a version the loan no longer has."),
         },

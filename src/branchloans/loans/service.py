@@ -21,6 +21,11 @@ class ChangeContext:
     request_id: str | None = None
     actor: str | None = None
 
+    @property
+    def scope(self) -> str:
+        """Whose Idempotency-Keys these are: the actor's, or the anonymous scope."""
+        return self.actor or ""
+
 
 @dataclass(frozen=True)
 class LoanFilter:
@@ -97,13 +102,12 @@ async def _record_event(
 async def create_loan(
     session: AsyncSession, application: LoanCreate, context: ChangeContext
 ) -> Loan:
-    """Store a new pending loan and its first event, and commit both."""
+    """Store a new pending loan and its first event; the caller commits both."""
     loan: Loan | None = await session.scalar(
         insert(Loan).values(**application.model_dump()).returning(Loan)
     )
     assert loan is not None
     await _record_event(session, loan.id, None, loan.status, context)
-    await session.commit()
     return loan
 
 
@@ -124,7 +128,7 @@ async def transition_loan(
     reason: str | None = None,
     expected_versions: Collection[int] | None = None,
 ) -> Loan:
-    """Apply `action` to the loan and record the event, atomically.
+    """Apply `action` to the loan and record the event; the caller commits both.
 
     The row is locked first, so of two concurrent actions the second sees the first's
     result: one succeeds, the other gets `TransitionNotAllowedError`, nothing is lost.
@@ -159,7 +163,6 @@ async def transition_loan(
     )
     assert loan is not None
     await _record_event(session, loan_id, status, transition.target, context, reason)
-    await session.commit()
     return loan
 
 
