@@ -3,6 +3,7 @@ transaction per test that is rolled back when the test ends."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -81,7 +82,7 @@ async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncC
             yield http
     finally:
         async with committed_app.state.db.engine.begin() as conn:
-            await conn.execute(text("TRUNCATE loans, idempotency_keys CASCADE"))
+            await conn.execute(text("TRUNCATE loans, idempotency_keys, api_keys CASCADE"))
 
 
 @pytest.fixture
@@ -111,9 +112,11 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         yield test_session
 
 
-@pytest.fixture
-async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the app whose every request works inside the test's transaction."""
+@asynccontextmanager
+async def client_in_transaction(
+    app: FastAPI, connection: AsyncConnection
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `app` whose every request works inside the test's transaction."""
 
     async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
         async with AsyncSession(
@@ -128,6 +131,32 @@ async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[htt
             yield http
     finally:
         app.dependency_overrides.pop(get_session, None)
+
+
+@pytest.fixture
+async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app (authentication off, as in development) in the test's transaction."""
+    async with client_in_transaction(app, connection) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def secured_app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The app with API keys required and no key cache, so revocation shows at once."""
+    application = create_app(
+        make_settings(database_url, auth_required=True, api_key_cache_seconds=0)
+    )
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def secured_client(
+    secured_app: FastAPI, connection: AsyncConnection
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app that demands API keys, in the test's transaction."""
+    async with client_in_transaction(secured_app, connection) as http:
+        yield http
 
 
 UNREACHABLE_DATABASES = {

@@ -60,3 +60,15 @@ async def test_swagger_ui_and_redoc_are_served(client: httpx.AsyncClient) -> Non
         response = await client.get(path)
         assert response.status_code == 200
         assert "/openapi.json" in response.text
+
+
+async def test_openapi_documents_the_api_key_scheme_and_its_refusals(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    create = schema["paths"]["/api/loans"]["post"]
+    assert create["security"] == [{"ApiKey": []}]
+    assert {"401", "403"} <= set(create["responses"])
+    assert "security" not in schema["paths"]["/health"]["get"]

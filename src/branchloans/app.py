@@ -4,9 +4,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
+from branchloans.auth.service import KeyCache
 from branchloans.config import Settings, get_settings
 from branchloans.db import Database
 from branchloans.health.router import router as health_router
@@ -17,6 +20,9 @@ from branchloans.migrate import head_revision
 from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
+from branchloans.security_headers import SecurityHeadersMiddleware
+
+logger = structlog.get_logger(__name__)
 
 DESCRIPTION = """
 Microloans: apply for a loan, read loans and portfolio statistics.
@@ -53,6 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_settings(settings)
         app.state.db = database
+        if not settings.requires_auth:
+            logger.warning(
+                "authentication is off: anyone who can reach the API may use it",
+                app_env=settings.app_env.value,
+            )
         purger = (
             asyncio.create_task(purge_periodically(database, settings.idempotency_purge_interval))
             if settings.idempotency_purge_interval
@@ -79,10 +90,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
+    app.state.api_keys = KeyCache(settings.api_key_cache_seconds)
     app.state.alembic_head = head_revision()
     install_problem_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=["ETag", "Location", "Idempotent-Replayed", "X-Request-ID"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(health_router)
     app.include_router(loans_router)
     return app

@@ -4,8 +4,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, PostgresDsn, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PostgresDsn, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
 
@@ -57,14 +57,52 @@ class Settings(BaseSettings):
         float, Field(gt=0, description="seconds a retry waits for the first request with its key")
     ] = 5
 
+    auth_required: bool | None = Field(
+        default=None,
+        description="demand API keys; always on outside development, off there unless set",
+    )
+    api_key_cache_seconds: Annotated[
+        float, Field(ge=0, description="how long a key lookup is reused; bounds revocation delay")
+    ] = 5
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins browsers may call the API from, comma-separated; none by default",
+    )
+    migration_database_url: PostgresDsn | None = Field(
+        default=None,
+        description="owner connection for `branchloans migrate`; DATABASE_URL when unset",
+    )
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _auth_outside_development(self) -> "Settings":
+        if self.app_env is not AppEnv.DEVELOPMENT and self.auth_required is False:
+            raise ValueError(f"AUTH_REQUIRED=false is refused when APP_ENV={self.app_env}")
+        return self
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether requests need an API key."""
+        if self.auth_required is None:
+            return self.app_env is not AppEnv.DEVELOPMENT
+        return self.auth_required
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migration_database_url")
     @classmethod
-    def _require_asyncpg(cls, value: PostgresDsn) -> PostgresDsn:
+    def _require_asyncpg(cls, value: PostgresDsn | None) -> PostgresDsn | None:
+        if value is None:
+            return value
         if value.scheme != "postgresql+asyncpg":
             raise ValueError("DATABASE_URL must use the postgresql+asyncpg:// scheme")
         if not value.path or value.path == "/":

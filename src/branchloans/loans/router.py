@@ -6,6 +6,8 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
+from branchloans.auth.dependencies import PrincipalDep, requires
+from branchloans.auth.models import Scope
 from branchloans.db import SessionDep
 from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
@@ -41,9 +43,12 @@ _LOAN_NOT_FOUND: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
 
 
-async def change_context() -> ChangeContext:
-    """The request id (bound by the request-id middleware) and, once known, the actor."""
-    return ChangeContext(request_id=structlog.contextvars.get_contextvars().get("request_id"))
+async def change_context(principal: PrincipalDep) -> ChangeContext:
+    """The request id (bound by the request-id middleware) and the calling key's name."""
+    return ChangeContext(
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        actor=principal.name,
+    )
 
 
 ChangeContextDep = Annotated[ChangeContext, Depends(change_context)]
@@ -86,7 +91,15 @@ def _versions_in(if_match: str | None) -> set[int] | None:
     }
 
 
-@router.get("/loans", response_model=list[LoanRead], summary="List loans, newest first")
+READ = [Depends(requires(Scope.LOANS_READ))]
+
+
+@router.get(
+    "/loans",
+    response_model=list[LoanRead],
+    summary="List loans, newest first",
+    dependencies=READ,
+)
 async def list_loans(
     session: SessionDep,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
@@ -103,6 +116,7 @@ async def list_loans(
     "/loans/{loan_id}",
     response_model=LoanRead,
     summary="Get one loan",
+    dependencies=READ,
     responses={
         200: {"headers": _ETAG_HEADER},
         304: {"description": "The loan still has the version If-None-Match names."},
@@ -129,6 +143,7 @@ async def get_loan(
     response_model=LoanRead,
     status_code=status.HTTP_201_CREATED,
     summary="Apply for a loan",
+    dependencies=[Depends(requires(Scope.LOANS_WRITE))],
     responses={
         201: {
             "headers": {
@@ -167,6 +182,7 @@ async def create_loan(
     "/loans/{loan_id}/events",
     response_model=list[LoanEventRead],
     summary="A loan's history",
+    dependencies=READ,
     responses=_LOAN_NOT_FOUND,
 )
 async def list_loan_events(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
@@ -211,6 +227,7 @@ def _add_action_route(action: LoanAction) -> None:
         name=f"{action}_loan",
         response_model=LoanRead,
         summary=f"{action.capitalize()} a loan",
+        dependencies=[Depends(requires(Scope.LOANS_MANAGE))],
         description=(
             f"Move a {sources} loan to `{transition.target}`, recording an event with the "
             "optional `reason`. The row is locked while it changes, so concurrent actions "
@@ -232,7 +249,7 @@ for _action in LoanAction:
     _add_action_route(_action)
 
 
-@router.get("/stats", response_model=LoanStats, summary="Portfolio statistics")
+@router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
 async def get_stats(session: SessionDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency."""
     return JSONResponse((await service.get_stats(session)).model_dump())
