@@ -114,6 +114,19 @@ def _push_only(condition: object) -> bool:
     )
 
 
+def pinning_problems(workflow: Workflow) -> list[str]:
+    """Every action is pinned to a version tag (v4, v4.1.0, 0.35.0) or a commit, never a branch."""
+    problems = []
+    for name, job in _jobs(workflow).items():
+        for step in _steps(job):
+            if "uses" not in step:
+                continue
+            ref = str(step["uses"]).partition("@")[2]
+            if not re.fullmatch(r"v?\d+(\.\d+)*|[0-9a-f]{40}", ref):
+                problems.append(f"job {name} uses {step['uses']}, not pinned to a version")
+    return problems
+
+
 def trigger_problems(workflow: Workflow) -> list[str]:
     """Pull requests run the pipeline; pushes to main and `v*` tags run it too."""
     triggers = workflow.get("on") or {}

@@ -42,6 +42,18 @@ def test_ci_run_runs_the_readme_test_command_and_the_shared_package_list(command
     assert f"bash {pipeline.APT_PACKAGES_SCRIPT}" in lines
 
 
+def test_every_action_is_pinned_to_a_version_or_commit(workflow: dict[str, Any]) -> None:
+    assert pipeline.pinning_problems(workflow) == []
+
+
+def test_pinning_check_notices_an_action_on_a_branch(workflow: dict[str, Any]) -> None:
+    _step(workflow, "lint", "actions/checkout")["uses"] = "actions/checkout@main"
+
+    assert pipeline.pinning_problems(workflow) == [
+        "job lint uses actions/checkout@main, not pinned to a version"
+    ]
+
+
 def test_pull_requests_main_and_version_tags_trigger_the_pipeline(
     workflow: dict[str, Any],
 ) -> None:
