@@ -1,9 +1,16 @@
 """Helpers the tests share that are not fixtures."""
 
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import IO
 
 import httpx
 from fastapi import FastAPI
@@ -45,3 +52,79 @@ async def serving(
         transport = httpx.ASGITransport(app=application, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    """A `branchloans serve` process on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: IO[bytes]
+
+    def output(self) -> str:
+        """Everything the server wrote so far (stdout and stderr)."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then wait for the exit (SIGKILL after `timeout` seconds); the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def wait_until_live(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Poll /liveness until it answers; fail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it answered")
+        try:
+            if httpx.get(f"{url}/liveness", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"server at {url} did not answer within {timeout} s")
+
+
+@contextmanager
+def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer]:
+    """Run `branchloans serve` with `env` added to this environment, stopped at the end."""
+    port = free_port()
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "branchloans.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env={**os.environ, "IDEMPOTENCY_PURGE_INTERVAL": "0", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = LiveServer(process, f"http://127.0.0.1:{port}", log)
+        try:
+            wait_until_live(server.url, process)
+            yield server
+        finally:
+            server.stop()
