@@ -1,6 +1,15 @@
 """The published API description: what /docs, /redoc and client generators read."""
 
+import json
+import uuid
+from datetime import date
+from decimal import Decimal
+
 import httpx
+
+from branchloans.loans.schedule import build_schedule
+from branchloans.loans.schemas import LoanSchedule
+from branchloans.responses import dump_json
 
 
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
@@ -12,6 +21,7 @@ async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
         "/readiness",
         "/api/loans",
         "/api/loans/{loan_id}",
+        "/api/loans/{loan_id}/schedule",
         "/api/stats",
     }
 
@@ -40,3 +50,28 @@ async def test_swagger_ui_and_redoc_are_served(client: httpx.AsyncClient) -> Non
         response = await client.get(path)
         assert response.status_code == 200
         assert "/openapi.json" in response.text
+
+
+async def test_openapi_documents_the_schedule_and_its_problems(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    responses = document["paths"]["/api/loans/{loan_id}/schedule"]["get"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/LoanSchedule"
+    }
+    for status in ("404", "409", "422"):
+        assert "application/problem+json" in responses[status]["content"]
+    instalment = document["components"]["schemas"]["Instalment"]["properties"]
+    assert instalment["payment"]["type"] == "number"
+    assert instalment["due_date"]["format"] == "date"
+
+
+async def test_openapi_schedule_example_is_what_the_api_computes(
+    client: httpx.AsyncClient,
+) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    (example,) = schemas["LoanSchedule"]["examples"]
+
+    schedule = build_schedule(Decimal("1000.00"), "USD", 3, Decimal("12.00"), date(2025, 1, 31))
+    computed = LoanSchedule(loan_id=uuid.UUID(example["loan_id"]), **dict(schedule))
+    assert json.loads(dump_json(computed.model_dump())) == example

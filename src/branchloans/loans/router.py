@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, status
 
 from branchloans.db import SessionDep
 from branchloans.loans import service
-from branchloans.loans.schemas import LoanCreate, LoanRead, LoanStats
+from branchloans.loans.schemas import LoanCreate, LoanRead, LoanSchedule, LoanStats
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
 
@@ -40,6 +40,31 @@ async def list_loans(session: SessionDep) -> JSONResponse:
 async def get_loan(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
     """The loan with this id."""
     return JSONResponse(_loan_body(await service.get_loan(session, loan_id)))
+
+
+@router.get(
+    "/loans/{loan_id}/schedule",
+    response_model=LoanSchedule,
+    summary="Repayment schedule of a loan",
+    responses={
+        404: _problem("No loan has this id."),
+        409: _problem(
+            "No schedule exists: the loan has no term or no rate (`missing` lists which), "
+            "or an amount finer than its currency's minor unit."
+        ),
+        422: _problem("The id is not a UUID."),
+    },
+)
+async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
+    """Equal monthly instalments repaying the loan, exact to its currency's minor unit.
+
+    Each row gives the due date, the payment, its principal and interest parts, and the
+    balance left. The monthly rate is APR / 100 / 12 (nominal APR, compounded monthly).
+    Instalment k is due k months after the day (UTC) the loan was created, on the same day of
+    the month or the month's last day. The last instalment absorbs the rounding, so the
+    principal parts sum to the amount and the balance ends at zero.
+    """
+    return JSONResponse((await service.get_schedule(session, loan_id)).model_dump())
 
 
 @router.post(
