@@ -4,6 +4,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, status
+from fastapi.exceptions import RequestValidationError
 
 from branchloans.db import SessionDep
 from branchloans.loans import service
@@ -22,6 +23,22 @@ router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
 
 def _loan_body(loan: Any) -> dict[str, Any]:
     return LoanRead.model_validate(loan).model_dump()
+
+
+def _refuse_extra_decimals(application: LoanCreate) -> None:
+    # Reported as a field error at `amount`, alongside the ones pydantic finds on its own.
+    message = application.amount_decimals_error()
+    if message is not None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "decimal_max_places",
+                    "loc": ("body", "amount"),
+                    "msg": message,
+                    "input": application.amount,
+                }
+            ]
+        )
 
 
 @router.get("/loans", response_model=list[LoanRead], summary="List loans, newest first")
@@ -87,6 +104,7 @@ async def create_loan(
     application: LoanCreate, session: SessionDep, request: Request
 ) -> JSONResponse:
     """Create a loan application; it starts as `pending`."""
+    _refuse_extra_decimals(application)
     loan = await service.create_loan(session, application)
     location = request.url_for("get_loan", loan_id=loan.id).path
     return JSONResponse(

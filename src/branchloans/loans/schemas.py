@@ -15,7 +15,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from branchloans.currencies import is_currency
+from branchloans.currencies import MINOR_UNITS, is_currency
 from branchloans.loans.models import (
     BORROWER_ID_MAX_LENGTH,
     MAX_AMOUNT,
@@ -25,6 +25,17 @@ from branchloans.loans.models import (
 )
 
 CENT = Decimal("0.01")
+STORED_AMOUNT_DECIMALS = 2
+"""Decimals the `loans.amount` column keeps (NUMERIC(12, 2))."""
+
+
+def amount_decimals(currency: str) -> int:
+    """How many decimals an amount in `currency` may have.
+
+    The currency's ISO 4217 minor unit (0 for VND, 2 for INR), but never more than the column
+    stores: a KWD or BHD amount (3 minor digits) is refused beyond 2 decimals.
+    """
+    return min(MINOR_UNITS[currency], STORED_AMOUNT_DECIMALS)
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -119,6 +130,19 @@ class LoanCreate(BaseModel):
     currency: Currency
     term_months: TermMonths | None = None
     interest_rate_apr: InterestRateApr | None = None
+
+    def amount_decimals_error(self) -> str | None:
+        """Why the amount has too many decimals for its currency, or None when it has not.
+
+        Not a validator: pydantic has no supported way to report a check of two fields at
+        `amount`, where the client must see it, so the router reports it.
+        """
+        allowed = amount_decimals(self.currency)
+        if self.amount == self.amount.quantize(Decimal(1).scaleb(-allowed)):
+            return None
+        if allowed == 0:
+            return f"{self.currency} allows no decimals"
+        return f"{self.currency} allows at most {allowed} decimals"
 
 
 class LoanRead(BaseModel):
