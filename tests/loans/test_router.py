@@ -568,6 +568,23 @@ async def test_schedule_of_a_stored_amount_finer_than_its_currency_is_409(
     assert "missing" not in problem
 
 
+async def test_schedule_of_a_stored_currency_without_minor_unit_is_409(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # The table accepts any three capitals; gold has no minor unit to round to.
+    loan = Loan(
+        borrower_id="b", amount=Decimal("10"), currency="XAU", term_months=3,
+        interest_rate_apr=Decimal("10"),
+    )  # fmt: skip
+    session.add(loan)
+    await session.commit()
+
+    response = await client.get(f"/api/loans/{loan.id}/schedule")
+
+    assert response.status_code == 409
+    assert "XAU" in response.json()["detail"]
+
+
 async def test_schedule_of_unknown_loan_is_404_problem(client: httpx.AsyncClient) -> None:
     missing = uuid.uuid4()
 

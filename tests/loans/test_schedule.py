@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from branchloans.currencies import MINOR_UNITS
 from branchloans.loans.models import MAX_AMOUNT, MAX_TERM_MONTHS
-from branchloans.loans.schedule import AmountPrecisionError, build_schedule, minor_unit
+from branchloans.loans.schedule import UnpayableAmountError, build_schedule, minor_unit
 from branchloans.loans.schemas import RepaymentSchedule
 
 JAN_31 = date(2025, 1, 31)
@@ -168,8 +168,19 @@ def test_three_decimal_currency_is_scheduled_in_thousandths() -> None:
 
 
 def test_amount_finer_than_the_currency_is_refused() -> None:
-    with pytest.raises(AmountPrecisionError, match="VND"):
+    with pytest.raises(UnpayableAmountError, match="VND"):
         build_schedule(Decimal("100.50"), "VND", 12, Decimal("10"), JAN_31)
+
+
+def test_currency_without_a_known_minor_unit_is_refused() -> None:
+    with pytest.raises(UnpayableAmountError, match="XAU"):
+        build_schedule(Decimal("100"), "XAU", 12, Decimal("10"), JAN_31)
+
+
+@pytest.mark.parametrize(("term", "apr"), [(0, "10"), (-1, "10"), (12, "-0.01")])
+def test_term_under_a_month_or_negative_rate_is_refused(term: int, apr: str) -> None:
+    with pytest.raises(ValueError, match="term"):
+        build_schedule(Decimal("100.00"), "USD", term, Decimal(apr), JAN_31)
 
 
 def test_instalment_too_small_to_round_to_a_unit_leaves_the_amount_to_the_last() -> None:

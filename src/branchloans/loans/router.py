@@ -67,7 +67,7 @@ async def get_loan(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
         404: _problem("No loan has this id."),
         409: _problem(
             "No schedule exists: the loan has no term or no rate (`missing` lists which), "
-            "or an amount finer than its currency's minor unit."
+            "or an amount its currency cannot pay exactly."
         ),
         422: _problem("The id is not a UUID."),
     },

@@ -39,8 +39,9 @@ _PRECISION = 60
 _PERCENT_MONTHS = Decimal(1200)
 
 
-class AmountPrecisionError(ValueError):
-    """The amount has more decimals than its currency's minor unit."""
+class UnpayableAmountError(ValueError):
+    """The amount cannot be paid in its currency: one with no known minor unit, or finer
+    than the currency's minor unit."""
 
 
 def minor_unit(currency: str) -> Decimal:
@@ -119,16 +120,18 @@ def build_schedule(
 ) -> RepaymentSchedule:
     """The schedule of `amount` in `currency` over `term_months` at `apr` percent a year.
 
-    Instalment k falls due k months after `start`. Raises `AmountPrecisionError` when the
-    amount has more decimals than the currency's minor unit, and ValueError for a term under
-    one month or a negative rate.
+    Instalment k falls due k months after `start`. Raises `UnpayableAmountError` when the
+    currency has no known minor unit or the amount has more decimals than it, and ValueError
+    for a term under one month or a negative rate.
     """
     if term_months < 1 or apr < 0:
         raise ValueError("a schedule needs a term of at least one month and a rate of 0 or more")
+    if currency not in MINOR_UNITS:
+        raise UnpayableAmountError(f"the currency {currency} has no ISO 4217 minor unit")
     unit = minor_unit(currency)
     principal = amount.quantize(unit, ROUND_HALF_EVEN)
     if principal != amount:
-        raise AmountPrecisionError(
+        raise UnpayableAmountError(
             f"the amount {amount} has more decimals than {currency} allows "
             f"({MINOR_UNITS[currency]})"
         )
@@ -136,8 +139,9 @@ def build_schedule(
         exact = _ExactAnnuity(principal, apr, term_months)
         payment = exact.payment.quantize(unit)
         parts = _amortise(exact, payment, unit, tracking=False)
-        interest = _total([part[1] for part in parts], unit)
-        if abs(interest - exact.interest) > term_months * unit:
+        # Equal instalments, unless their rounding compounds beyond a unit per instalment.
+        equal_interest = _total([part[1] for part in parts], unit)
+        if abs(equal_interest - exact.interest) > term_months * unit:
             parts = _amortise(exact, payment, unit, tracking=True)
     instalments, balance = [], principal
     for number, (part, month_interest) in enumerate(parts, start=1):

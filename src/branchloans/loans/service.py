@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.loans.models import Loan, LoanStatus
-from branchloans.loans.schedule import AmountPrecisionError, build_schedule
+from branchloans.loans.schedule import UnpayableAmountError, build_schedule
 from branchloans.loans.schemas import CENT, LoanCreate, LoanSchedule, LoanStats
 from branchloans.problems import ProblemError
 
@@ -98,7 +98,8 @@ async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedul
     """The repayment schedule of the loan with this id.
 
     `LoanNotFoundError` when there is no such loan; `ScheduleUnavailableError` when it has no
-    term or no rate (the problem's `missing` lists which), or an amount its currency cannot pay.
+    term or no rate (the problem's `missing` lists which), or an amount its currency cannot pay
+    exactly.
     """
     loan = await get_loan(session, loan_id)
     term, apr = loan.term_months, loan.interest_rate_apr
@@ -115,7 +116,7 @@ async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedul
         )
     try:
         schedule = build_schedule(loan.amount, loan.currency, term, apr, schedule_start(loan))
-    except AmountPrecisionError as error:
+    except UnpayableAmountError as error:
         raise ScheduleUnavailableError(
             f"Loan {loan_id} cannot be scheduled exactly: {error}."
         ) from error
