@@ -141,23 +141,35 @@ InterestRateApr = Annotated[
 ]
 
 
+_WHOLE_UNIT_CURRENCIES = sorted(code for code, units in MINOR_UNITS.items() if units == 0)
+
+LOAN_CREATE_SCHEMA_EXTRA: dict[str, Any] = {
+    "examples": [
+        {
+            "borrower_id": "usr_india_123",
+            "amount": 15000.00,
+            "currency": "INR",
+            "term_months": 12,
+            "interest_rate_apr": 18.50,
+        }
+    ],
+    # The amount's decimals depend on the currency: none for VND, JPY and the like.
+    "allOf": [
+        {
+            "if": {
+                "properties": {"currency": {"enum": _WHOLE_UNIT_CURRENCIES}},
+                "required": ["currency"],
+            },
+            "then": {"properties": {"amount": {"multipleOf": 1}}},
+        }
+    ],
+}
+
+
 class LoanCreate(BaseModel):
     """A new loan application."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "borrower_id": "usr_india_123",
-                    "amount": 15000.00,
-                    "currency": "INR",
-                    "term_months": 12,
-                    "interest_rate_apr": 18.50,
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=LOAN_CREATE_SCHEMA_EXTRA)
 
     borrower_id: BorrowerId
     amount: Amount
