@@ -7,12 +7,14 @@ from enum import StrEnum
 
 from sqlalchemy import (
     CHAR,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Enum,
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Uuid,
     func,
@@ -88,3 +90,18 @@ class Loan(Base):
 
 # Serves the list order, newest first, with the id breaking ties between equal timestamps.
 Index("ix_loans_created_at_id", Loan.created_at.desc(), Loan.id.desc())
+
+
+class LoanStatusCount(Base):
+    """How many loans have each status, kept by triggers on `loans` (migration 0002).
+
+    Reading it never scans `loans`. Each status is spread over up to 16 rows (shards), picked
+    by the writing connection, so that concurrent inserts do not queue on one row; a status's
+    count is the sum of its rows (a single row may go negative).
+    """
+
+    __tablename__ = "loan_status_counts"
+
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    loans: Mapped[int] = mapped_column(BigInteger, server_default="0")

@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from branchloans.loans.models import Loan, LoanStatus
+from branchloans.loans.models import Loan, LoanStatus, LoanStatusCount
 from branchloans.loans.schemas import CENT, LoanCreate, LoanStats
 from branchloans.problems import ProblemError
 
@@ -74,3 +74,16 @@ async def get_stats(session: AsyncSession) -> LoanStats:
         by_currency=dict(sorted(by_currency.items())),
         amount_by_currency=dict(sorted(amount_by_currency.items())),
     )
+
+
+async def count_loans_by_status(session: AsyncSession) -> dict[LoanStatus, int]:
+    """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
+    rows = await session.execute(
+        select(LoanStatusCount.status, func.sum(LoanStatusCount.loans)).group_by(
+            LoanStatusCount.status
+        )
+    )
+    counts = dict.fromkeys(LoanStatus, 0)
+    for status, loans in rows:
+        counts[LoanStatus(status)] = int(loans)
+    return counts
