@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, status
 
 from branchloans.db import SessionDep
 from branchloans.loans import service
+from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.schemas import LoanCreate, LoanRead, LoanStats
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
@@ -59,10 +60,11 @@ async def get_loan(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
     },
 )
 async def create_loan(
-    application: LoanCreate, session: SessionDep, request: Request
+    application: LoanCreate, session: SessionDep, request: Request, metrics: LoanMetricsDep
 ) -> JSONResponse:
     """Create a loan application; it starts as `pending`."""
     loan = await service.create_loan(session, application)
+    metrics.loan_created(loan.currency, loan.amount)
     location = request.url_for("get_loan", loan_id=loan.id).path
     return JSONResponse(
         _loan_body(loan), status_code=status.HTTP_201_CREATED, headers={"Location": location}
