@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from branchloans.observability.request_ids import MAX_REQUEST_ID_LENGTH
+from branchloans.observability.request_ids import MAX_REQUEST_ID_LENGTH, new_request_id
 
 
 async def test_a_sane_request_id_is_echoed(client: httpx.AsyncClient) -> None:
@@ -92,3 +92,12 @@ async def test_a_database_outage_problem_carries_the_request_id(
 
     assert response.status_code == 503
     assert response.json()["request_id"] == "db-gone"
+
+
+def test_generated_ids_are_distinct_rfc_4122_uuid4s() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+
+    parsed = [uuid.UUID(request_id) for request_id in ids]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert [str(u) for u in parsed] == ids
+    assert len(set(ids)) == len(ids)
