@@ -154,3 +154,22 @@ def test_two_workers_count_every_request_exactly_once(
     assert all(logged_ids.count(request_id) == 1 for request_id in sent)
     assert len({record["pid"] for record in records}) == 3  # the supervisor and two workers
     assert not any("Exception in ASGI application" in record["message"] for record in records)
+
+
+def test_one_worker_serves_metrics_too(migrated_database_url: str) -> None:
+    # The default `serve` runs the app in the process that prepared the metrics directory.
+    env = {**os.environ, "DATABASE_URL": migrated_database_url, "LOG_FORMAT": "json"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+
+    with serving(["serve", "--port", str(port)], env) as server:
+        server.wait_for(lambda records: startups(records) == 1, STARTUP_SECONDS)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(3):
+                assert http.get("/liveness").status_code == 200
+            samples = parse_metrics(http.get("/metrics").text)
+
+    assert (
+        sample(samples, "http_requests_total", method="GET", handler="/liveness", status="200") == 3
+    )
+    assert sample(samples, "database_up") == 1

@@ -1,15 +1,14 @@
 """Prometheus multiprocess mode: counters of every uvicorn worker summed in one scrape.
 
 prometheus_client chooses the mode when it is first imported, from PROMETHEUS_MULTIPROC_DIR;
-`branchloans serve` sets it before uvicorn starts (or imports) any worker.
+`branchloans serve` sets it before uvicorn starts (or imports) any worker. This module is
+imported before that, so it imports prometheus_client only inside the functions that need it.
 """
 
 import os
 import re
 import tempfile
 from pathlib import Path
-
-from prometheus_client import multiprocess, values
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -18,6 +17,8 @@ _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
 
 def directory() -> str | None:
     """The directory workers write their metrics to, or None when running single-process."""
+    from prometheus_client import values
+
     path = os.environ.get(ENV_VAR) or None
     if path is not None and values.ValueClass is values.MutexValue:
         # Metrics would stay in this process while scrapes read the (empty) directory.
@@ -58,6 +59,8 @@ def forget_dead_workers(path: str) -> None:
 
     A worker that exits cleanly removes its own; this covers one that was killed.
     """
+    from prometheus_client import multiprocess
+
     for entry in os.scandir(path):
         match = _LIVE_GAUGE_FILE.fullmatch(entry.name)
         if match and not _alive(int(match[1])):
@@ -66,4 +69,6 @@ def forget_dead_workers(path: str) -> None:
 
 def worker_stopped(path: str) -> None:
     """Bookkeeping for this worker's exit: its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(os.getpid(), path)
