@@ -40,8 +40,6 @@ def test_a_configured_directory_is_emptied_of_metric_files(
 
 
 def _pid_of_a_finished_process() -> int:
-    finished = subprocess.run([sys.executable, "-c", "pass"], check=True)
-    assert finished.returncode == 0
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(timeout=30)
     return child.pid
