@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 from sqlalchemy import make_url
+
 from tests.reliability.faultproxy import Fault, FaultProxy
 from tests.support import make_settings, serving
 

@@ -9,29 +9,17 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from tests.support import LiveServer, live_server, make_settings
 
-from branchloans.auth.models import Scope
-from branchloans.auth.service import create_api_key
-from branchloans.db import Database
+from tests.support import LiveServer, live_server
 
 EXAMPLES_PER_OPERATION = 150
 MINIMUM_REQUESTS = 1000
 
 
-async def _create_key(database_url: str) -> str:
-    database = Database.from_settings(make_settings(database_url))
-    try:
-        async with database.sessionmaker() as session:
-            return await create_api_key(session, "fuzzer", list(Scope))
-    finally:
-        await database.engine.dispose()
-
-
 @pytest.fixture
 def fuzzed_server(committed_database_url: str) -> Iterator[tuple[LiveServer, str]]:
     """The real server, requiring API keys, with a key that has every scope."""
-    key = asyncio.run(_create_key(committed_database_url))
+    key = asyncio.run(create_key(committed_database_url))
     env = {"DATABASE_URL": committed_database_url, "AUTH_REQUIRED": "true"}
     with live_server(env) as server:
         yield server, key

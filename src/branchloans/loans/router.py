@@ -14,6 +14,7 @@ from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
 from branchloans.loans import service
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
+from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, Loan, LoanStatus
 from branchloans.loans.schemas import (
     Currency,
@@ -210,6 +211,7 @@ async def create_loan(
     session: SessionDep,
     context: ChangeContextDep,
     request: Request,
+    metrics: LoanMetricsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Create a loan application; it starts as `pending`, and its history with one event."""
@@ -220,7 +222,14 @@ async def create_loan(
         location = request.url_for("get_loan", loan_id=loan.id).path
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
-    return await run_write(session, request, idempotency_key, context.scope, create)
+    response = await run_write(session, request, idempotency_key, context.scope, create)
+    # Counted once committed, and once per loan: a replayed answer created nothing.
+    if (
+        response.status_code == status.HTTP_201_CREATED
+        and "Idempotent-Replayed" not in response.headers
+    ):
+        metrics.loan_created(application.currency, application.amount)
+    return response
 
 
 @router.get(

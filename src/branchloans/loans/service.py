@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
-from branchloans.loans.models import Loan, LoanEvent, LoanStatus
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanStatusCount
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
 from branchloans.loans.schemas import CENT, LoanCreate, LoanSchedule, LoanStats
 from branchloans.problems import ProblemError
@@ -266,3 +266,16 @@ async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedul
             f"Loan {loan_id} cannot be scheduled exactly: {error}."
         ) from error
     return LoanSchedule(loan_id=loan.id, **dict(schedule))
+
+
+async def count_loans_by_status(session: AsyncSession) -> dict[LoanStatus, int]:
+    """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
+    rows = await session.execute(
+        select(LoanStatusCount.status, func.sum(LoanStatusCount.loans)).group_by(
+            LoanStatusCount.status
+        )
+    )
+    counts = dict.fromkeys(LoanStatus, 0)
+    for status, loans in rows:
+        counts[LoanStatus(status)] = int(loans)
+    return counts
