@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.support import LiveServer, live_server
+from tests.support import LiveServer, create_key, live_server
 
 EXAMPLES_PER_OPERATION = 150
 MINIMUM_REQUESTS = 1000
