@@ -40,9 +40,12 @@ def throwaway_database_url(purpose: str) -> str:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     """Settings for a test, ignoring any `.env` file in the working directory.
 
-    Scrape-time database figures are read afresh on every scrape unless a test says otherwise.
+    Scrape-time database figures are read afresh on every scrape, and startup does not wait
+    for the database (so an app aimed at an unreachable one starts), unless a test says
+    otherwise.
     """
     overrides.setdefault("metrics_cache_seconds", 0)
+    overrides.setdefault("db_startup_timeout", 0)
     return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
 
 
