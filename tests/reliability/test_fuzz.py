@@ -2,6 +2,7 @@
 and every answer as documented (status, content type, headers, body schema)."""
 
 import asyncio
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.support import LiveServer, create_key, live_server
 
-EXAMPLES_PER_OPERATION = 150
+# A deeper run: FUZZ_EXAMPLES=2000 uv run pytest tests/reliability/test_fuzz.py
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 MINIMUM_REQUESTS = 1000
 
 
