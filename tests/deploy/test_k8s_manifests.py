@@ -34,9 +34,8 @@ TARGETS = ("base", *(f"overlays/{name}" for name in OVERLAYS))
 # from 1.30) and the newest whose schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 IMAGE_REPOSITORY = "ghcr.io/branchloans/branch-loans-api"
-# What CI publishes as ghcr.io/<owner>/<IMAGE_NAME>; the workflow's own value wins when the
-# tree has one (see test_image_is_the_one_ci_publishes).
-DEFAULT_IMAGE_NAME = "branch-loans-api"
+# What CI publishes: ghcr.io/<owner>/<IMAGE_NAME> (.github/workflows/ci-cd.yml).
+PUBLISHED_IMAGE_NAME = "branch-loans-api"
 POSTGRES_RESERVED_CONNECTIONS = 3  # superuser_reserved_connections' default
 
 
@@ -160,16 +159,19 @@ def _workflow_image_names() -> set[str]:
     return names
 
 
+def test_ci_publishes_one_image_name() -> None:
+    assert _workflow_image_names() == {PUBLISHED_IMAGE_NAME}
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_image_is_the_one_ci_publishes(target: str) -> None:
     published = {name.rsplit("/", 1)[-1] for name in _workflow_image_names()}
-    expected = published or {DEFAULT_IMAGE_NAME}
 
     for workload in workloads(render(target)):
         for container in containers(workload):
             repository = container["image"].split("@")[0].rsplit(":", 1)[0]
             assert repository.startswith("ghcr.io/")
-            assert {repository.rsplit("/", 1)[-1]} == expected
+            assert {repository.rsplit("/", 1)[-1]} == published
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -183,7 +185,7 @@ def test_readme_documents_the_published_image_name() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Running on Kubernetes", 1)[1].split("\n## ", 1)[0]
 
-    assert f"ghcr.io/<owner>/{DEFAULT_IMAGE_NAME}" in section
+    assert f"ghcr.io/<owner>/{PUBLISHED_IMAGE_NAME}" in section
 
 
 # --- pod security and resources --------------------------------------------------------------
