@@ -3,6 +3,7 @@ transaction per test that is rolled back when the test ends."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -22,37 +23,38 @@ from tests.support import (
 )
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A database created for this run, migrated to head with Alembic, dropped at the end."""
-    url = throwaway_database_url("run")
+@contextmanager
+def throwaway_database(purpose: str, *, migrated: bool = True) -> Iterator[str]:
+    """A new database (migrated to head with Alembic unless told not to), dropped after."""
+    url = throwaway_database_url(purpose)
     asyncio.run(create_database_if_missing(url))
     try:
-        upgrade_to_head(url)
+        if migrated:
+            upgrade_to_head(url)
         yield url
     finally:
         asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """The run's database, where each test works inside a transaction rolled back after it."""
+    with throwaway_database("run") as url:
+        yield url
 
 
 @pytest.fixture
 def migrated_database_url() -> Iterator[str]:
     """A database of the test's own, migrated to head, for data that must really commit."""
-    url = throwaway_database_url("committed")
-    asyncio.run(create_database_if_missing(url))
-    try:
-        upgrade_to_head(url)
+    with throwaway_database("committed") as url:
         yield url
-    finally:
-        asyncio.run(drop_database(url))
 
 
 @pytest.fixture
 def empty_database_url() -> Iterator[str]:
     """A database that exists but was never migrated."""
-    url = throwaway_database_url("empty")
-    asyncio.run(create_database_if_missing(url))
-    yield url
-    asyncio.run(drop_database(url))
+    with throwaway_database("empty", migrated=False) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +73,9 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture(scope="session")
 def committed_database_url() -> Iterator[str]:
-    """A second migrated database, for tests whose requests must really commit."""
-    url = throwaway_database_url("committed")
-    asyncio.run(create_database_if_missing(url))
-    try:
-        upgrade_to_head(url)
+    """A second migrated database, shared by the run's tests whose requests must commit."""
+    with throwaway_database("shared") as url:
         yield url
-    finally:
-        asyncio.run(drop_database(url))
 
 
 @pytest.fixture(scope="session")
