@@ -40,6 +40,25 @@ class RowLock:
         self._loop.close()
 
 
+def _refuses_connections(http: httpx.Client, within: float) -> bool:
+    """Whether new connections are refused before `within` seconds pass.
+
+    A probe that connects just as the last listener closes can be reset rather than refused:
+    the kernel queued it and nobody accepted it. That is the load balancer's window, which
+    the drain covers; the probe just tries again.
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            http.get("/liveness")
+        except httpx.ConnectError:
+            return True
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
 def server(committed_database_url: str, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
     env = {
@@ -93,9 +112,7 @@ def test_sigterm_drains_finishes_in_flight_requests_and_refuses_new_ones(
         for loader in loaders:
             loader.join()
 
-        time.sleep(DRAIN_SECONDS + 0.5)
-        with pytest.raises(httpx.ConnectError):
-            http.get("/liveness")
+        assert _refuses_connections(http, within=DRAIN_SECONDS + 5), "still accepting"
         assert approving.is_alive(), "the approval should still be waiting on the lock"
 
         lock.release()

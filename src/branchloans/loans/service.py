@@ -162,14 +162,12 @@ async def transition_loan(
     if status not in transition.sources:
         raise TransitionNotAllowedError(action, status)
 
-    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
-    changes = {
-        "status": transition.target,
-        "version": Loan.version + 1,
-        "updated_at": func.clock_timestamp(),
-    }
+    # The statement's start: unlike now(), it moves on within a transaction, and unlike
+    # clock_timestamp() it is one instant for both columns of a disbursement.
+    changed_at = func.statement_timestamp()
+    changes = {"status": transition.target, "version": Loan.version + 1, "updated_at": changed_at}
     if transition.target is LoanStatus.DISBURSED:
-        changes["disbursed_at"] = func.clock_timestamp()
+        changes["disbursed_at"] = changed_at
     loan: Loan | None = await session.scalar(
         update(Loan).where(Loan.id == loan_id).values(changes).returning(Loan),
         execution_options={"populate_existing": True},
