@@ -76,6 +76,9 @@ def test_seed_refuses_to_run_in_production(
     cli_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("APP_ENV", "production")
+    # Production needs a password that is not a default one before anything else runs.
+    with_password = make_url(cli_database_url).set(password="k3Jq9vXz2Lw8")
+    monkeypatch.setenv("DATABASE_URL", with_password.render_as_string(hide_password=False))
     get_settings.cache_clear()
 
     assert main(["seed"]) == 2

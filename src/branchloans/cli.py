@@ -1,9 +1,10 @@
-"""The `branchloans` command: serve, migrate, seed."""
+"""The `branchloans` command: serve, migrate, seed, certs."""
 
 import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from branchloans.config import AppEnv, get_settings
 
@@ -62,6 +63,18 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from branchloans.certs import DEFAULT_NAMES, ensure_certificates
+
+    names = tuple(dict.fromkeys([*DEFAULT_NAMES, *args.name]))
+    report = ensure_certificates(Path(args.dir), names)
+    paths = report.paths
+    print(f"{'created' if report.created_ca else 'kept'} CA {paths.ca_cert}")
+    action = "created" if report.created_server else "kept"
+    print(f"{action} server certificate {paths.server_cert} for {', '.join(names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per task."""
     parser = argparse.ArgumentParser(
@@ -84,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = commands.add_parser("seed", help="insert the five demo loans (idempotent)")
     seed.set_defaults(handler=_seed)
+
+    certs = commands.add_parser(
+        "certs",
+        help="create a local CA and a TLS certificate for branchloans.com, localhost and "
+        "127.0.0.1 unless valid ones exist",
+    )
+    certs.add_argument("--dir", default="certs", help="where the files go (default ./certs)")
+    certs.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="another DNS name or IP address the certificate covers (repeatable)",
+    )
+    certs.set_defaults(handler=_certs)
     return parser
 
 

@@ -2,12 +2,28 @@
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import unquote
 
-from pydantic import Field, PostgresDsn, field_validator
+from pydantic import Field, PostgresDsn, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
+
+# Passwords found in examples and tutorials (the old stack's among them), refused in production.
+KNOWN_DEFAULT_PASSWORDS = frozenset(
+    {
+        "admin",
+        "changeme",
+        "change-me",
+        "example",
+        "password",
+        "postgres",
+        "secret",
+        "staging_pass",
+        "supersecurepass",
+    }
+)
 
 
 class AppEnv(StrEnum):
@@ -60,6 +76,20 @@ class Settings(BaseSettings):
         if not value.path or value.path == "/":
             raise ValueError("DATABASE_URL must name a database")
         return value
+
+    @model_validator(mode="after")
+    def _refuse_default_password_in_production(self) -> Self:
+        if self.app_env is not AppEnv.PRODUCTION:
+            return self
+        password = unquote(self.database_url.hosts()[0]["password"] or "")
+        if not password.strip():
+            raise ValueError("APP_ENV=production needs a database password in DATABASE_URL")
+        if password.lower() in KNOWN_DEFAULT_PASSWORDS:
+            raise ValueError(
+                "APP_ENV=production refuses a default or example database password; "
+                "set a generated one in DATABASE_URL"
+            )
+        return self
 
     @property
     def database_name(self) -> str:
