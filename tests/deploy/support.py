@@ -1,9 +1,14 @@
 """Helpers for the deployment tests: env files, Compose interpolation, the nginx template."""
 
+import getpass
+import os
 import re
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -97,3 +102,45 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def require(binary: str, package: str) -> str:
+    """The path of `binary`; the test fails (CI installs it, so it is never skipped) without it."""
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if path is None:
+        pytest.fail(f"{binary} is missing: apt-get install {package} (.ci/run installs it)")
+    return path
+
+
+def write_nginx_config(prefix: Path, values: dict[str, str]) -> Path:
+    """A main nginx.conf under `prefix` that includes the rendered deploy template.
+
+    What the nginx image's own nginx.conf does around conf.d/, with the pid, logs and temp
+    files inside `prefix` so that an unprivileged, throwaway nginx can run it.
+    """
+    (prefix / "conf.d").mkdir(parents=True, exist_ok=True)
+    (prefix / "temp").mkdir(exist_ok=True)
+    site = prefix / "conf.d" / NGINX_TEMPLATE.name.removesuffix(".template")
+    site.write_text(render_template(NGINX_TEMPLATE.read_text(), values))
+    # Workers of a root master would run as nobody, which cannot enter a private temp dir.
+    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    main = prefix / "nginx.conf"
+    main.write_text(
+        f"""{user}
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/temp/body;
+    proxy_temp_path {prefix}/temp/proxy;
+    fastcgi_temp_path {prefix}/temp/fastcgi;
+    uwsgi_temp_path {prefix}/temp/uwsgi;
+    scgi_temp_path {prefix}/temp/scgi;
+    include {site};
+}}
+"""
+    )
+    return main
