@@ -7,9 +7,8 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import branchloans.loans.models  # noqa: F401  (registers the tables on the metadata)
 from branchloans.config import get_settings
-from branchloans.db import Base
+from branchloans.models import Base
 
 config = context.config
 target_metadata = Base.metadata

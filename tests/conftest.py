@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from branchloans.app import create_app
 from branchloans.config import Settings
 from branchloans.db import get_session
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
-from tests.support import SERVER_URL, make_settings, throwaway_database_url
+from tests.support import SERVER_URL, make_settings, serving, throwaway_database_url
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,45 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
+@pytest.fixture(scope="session")
+def committed_database_url() -> Iterator[str]:
+    """A second migrated database, for tests whose requests must really commit."""
+    url = throwaway_database_url("committed")
+    asyncio.run(create_database_if_missing(url))
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+async def committed_app(committed_database_url: str) -> AsyncIterator[FastAPI]:
+    """An app on the second database, with a real session (and connection) per request."""
+    application = create_app(make_settings(committed_database_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose requests commit, each on its own connection; the tables are emptied after."""
+    transport = httpx.ASGITransport(app=committed_app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        async with committed_app.state.db.engine.begin() as conn:
+            await conn.execute(text("TRUNCATE loans, idempotency_keys, api_keys CASCADE"))
+
+
+@pytest.fixture
+async def committed_session(committed_app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A session on the second database, to read what committed requests wrote."""
+    async with committed_app.state.db.sessionmaker() as reader:
+        yield reader
+
+
 @pytest.fixture
 async def connection(app: FastAPI) -> AsyncIterator[AsyncConnection]:
     """A connection inside a transaction that is rolled back after the test."""
@@ -73,9 +112,11 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         yield test_session
 
 
-@pytest.fixture
-async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the app whose every request works inside the test's transaction."""
+@asynccontextmanager
+async def client_in_transaction(
+    app: FastAPI, connection: AsyncConnection
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `app` whose every request works inside the test's transaction."""
 
     async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
         async with AsyncSession(
@@ -92,14 +133,30 @@ async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[htt
         app.dependency_overrides.pop(get_session, None)
 
 
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A started app built from `settings` and a client for it, with no test transaction."""
-    application = create_app(settings)
+@pytest.fixture
+async def client(app: FastAPI, connection: AsyncConnection) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app (authentication off, as in development) in the test's transaction."""
+    async with client_in_transaction(app, connection) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def secured_app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The app with API keys required and no key cache, so revocation shows at once."""
+    application = create_app(
+        make_settings(database_url, auth_required=True, api_key_cache_seconds=0)
+    )
     async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
+        yield application
+
+
+@pytest.fixture
+async def secured_client(
+    secured_app: FastAPI, connection: AsyncConnection
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app that demands API keys, in the test's transaction."""
+    async with client_in_transaction(secured_app, connection) as http:
+        yield http
 
 
 UNREACHABLE_DATABASES = {

@@ -10,7 +10,7 @@ from sqlalchemy import make_url
 from branchloans.cli import main
 from branchloans.config import get_settings
 from branchloans.migrate import drop_database, head_revision
-from tests.support import throwaway_database_url
+from tests.support import throwaway_database_url, with_password
 
 
 @pytest.fixture
@@ -72,13 +72,35 @@ def test_seed_inserts_the_five_demo_loans_once(
     ]
 
 
+def test_seeded_loans_have_one_event_and_paid_out_ones_a_disbursement_time(
+    cli_database_url: str,
+) -> None:
+    main(["migrate"])
+    main(["seed"])
+    main(["seed"])
+
+    rows = asyncio.run(
+        _fetch(
+            cli_database_url,
+            "SELECT l.status, l.disbursed_at IS NOT NULL, count(e.id), min(e.to_status)"
+            " FROM loans l JOIN loan_events e ON e.loan_id = l.id GROUP BY l.id ORDER BY l.id",
+        )
+    )
+    assert [tuple(row) for row in rows] == [
+        ("pending", False, 1, "pending"),
+        ("approved", False, 1, "approved"),
+        ("rejected", False, 1, "rejected"),
+        ("disbursed", True, 1, "disbursed"),
+        ("repaid", True, 1, "repaid"),
+    ]
+
+
 def test_seed_refuses_to_run_in_production(
     cli_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     # Production needs a password that is not a default one before anything else runs.
-    with_password = make_url(cli_database_url).set(password="k3Jq9vXz2Lw8")
-    monkeypatch.setenv("DATABASE_URL", with_password.render_as_string(hide_password=False))
+    monkeypatch.setenv("DATABASE_URL", with_password(cli_database_url))
     get_settings.cache_clear()
 
     assert main(["seed"]) == 2
@@ -90,3 +112,24 @@ def test_serve_rejects_an_unknown_option(capsys: pytest.CaptureFixture[str]) -> 
         main(["serve", "--bogus"])
 
     assert exit_info.value.code == 2
+
+
+def test_purge_idempotency_keys_deletes_only_expired_ones(
+    cli_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["migrate"])
+    asyncio.run(
+        _fetch(
+            cli_database_url,
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, method, path, created_at,"
+            " expires_at) VALUES ('', 'old', 'f', 'POST', '/', now() - interval '2 days',"
+            " now() - interval '1 day'), ('', 'new', 'f', 'POST', '/', now(),"
+            " now() + interval '1 day')",
+        )
+    )
+
+    assert main(["purge-idempotency-keys"]) == 0
+
+    assert "purged 1 expired idempotency key(s)" in capsys.readouterr().out
+    rows = asyncio.run(_fetch(cli_database_url, "SELECT key FROM idempotency_keys"))
+    assert [row[0] for row in rows] == ["new"]

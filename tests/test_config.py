@@ -65,3 +65,12 @@ def test_production_refusal_comes_from_the_environment(monkeypatch: pytest.Monke
 
     with pytest.raises(ValidationError, match="default or example"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_production_refuses_a_default_password_for_migrations() -> None:
+    with pytest.raises(ValidationError, match="MIGRATION_DATABASE_URL"):
+        make_settings(
+            f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8@{SERVER}",
+            app_env="production",
+            migration_database_url=f"postgresql+asyncpg://postgres:postgres@{SERVER}",
+        )

@@ -39,5 +39,40 @@ def test_downgrade_to_base_and_upgrade_again(empty_database_url: str) -> None:
     assert "loans" in asyncio.run(_tables(empty_database_url))
 
 
+async def _execute(database_url: str, *statements: str) -> list[tuple[object, ...]]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            result = None
+            for statement in statements:
+                result = await connection.execute(text(statement))
+            return [tuple(row) for row in result] if result and result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+def test_lifecycle_revision_gives_existing_loans_a_history(empty_database_url: str) -> None:
+    command.upgrade(alembic_config(empty_database_url), "0001")
+    asyncio.run(
+        _execute(
+            empty_database_url,
+            "INSERT INTO loans (id, borrower_id, amount, currency, status) VALUES"
+            " ('00000000-0000-0000-0000-0000000000a1', 'b', 10, 'USD', 'pending'),"
+            " ('00000000-0000-0000-0000-0000000000a2', 'b', 10, 'USD', 'repaid')",
+        )
+    )
+
+    upgrade_to_head(empty_database_url)
+
+    rows = asyncio.run(
+        _execute(
+            empty_database_url,
+            "SELECT l.status, l.version, l.disbursed_at IS NOT NULL, e.from_status, e.to_status"
+            " FROM loans l JOIN loan_events e ON e.loan_id = l.id ORDER BY l.id",
+        )
+    )
+    assert rows == [("pending", 1, False, None, "pending"), ("repaid", 1, True, None, "repaid")]
+
+
 def test_head_revision_is_known() -> None:
     assert head_revision() is not None

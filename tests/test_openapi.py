@@ -2,6 +2,8 @@
 
 import httpx
 
+from branchloans.loans.lifecycle import LoanAction
+
 
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
@@ -13,7 +15,25 @@ async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
         "/api/loans",
         "/api/loans/{loan_id}",
         "/api/stats",
+        "/api/loans/{loan_id}/events",
+        *(f"/api/loans/{{loan_id}}/{action}" for action in LoanAction),
     }
+
+
+async def test_openapi_documents_each_action_with_its_conflicts(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+
+    for action in LoanAction:
+        operation = paths[f"/api/loans/{{loan_id}}/{action}"]["post"]
+        assert set(operation["responses"]) >= {"200", "404", "409", "412", "422"}
+        assert "if-match" in {parameter["name"].lower() for parameter in operation["parameters"]}
+
+
+async def test_openapi_shows_the_state_diagram(client: httpx.AsyncClient) -> None:
+    tags = (await client.get("/openapi.json")).json()["tags"]
+
+    loans = next(tag for tag in tags if tag["name"] == "loans")
+    assert "pending --approve--> approved" in loans["description"]
 
 
 async def test_openapi_documents_money_as_numbers_with_examples(client: httpx.AsyncClient) -> None:
@@ -40,3 +60,15 @@ async def test_swagger_ui_and_redoc_are_served(client: httpx.AsyncClient) -> Non
         response = await client.get(path)
         assert response.status_code == 200
         assert "/openapi.json" in response.text
+
+
+async def test_openapi_documents_the_api_key_scheme_and_its_refusals(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    create = schema["paths"]["/api/loans"]["post"]
+    assert create["security"] == [{"ApiKey": []}]
+    assert {"401", "403"} <= set(create["responses"])
+    assert "security" not in schema["paths"]["/health"]["get"]

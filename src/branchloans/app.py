@@ -1,20 +1,28 @@
 """The application factory."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
+import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
+from branchloans.auth.service import KeyCache
 from branchloans.config import Settings, get_settings
 from branchloans.db import Database
 from branchloans.health.router import router as health_router
+from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision
 from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
+from branchloans.security_headers import SecurityHeadersMiddleware
+
+logger = structlog.get_logger(__name__)
 
 DESCRIPTION = """
 Microloans: apply for a loan, read loans and portfolio statistics.
@@ -22,6 +30,24 @@ Microloans: apply for a loan, read loans and portfolio statistics.
 Money is exact: amounts and rates are JSON numbers carried as decimals end to end.
 Every error is an RFC 9457 `application/problem+json` document; validation problems
 list each offending field in `errors`.
+"""
+
+
+LOANS_DESCRIPTION = """
+Loan applications, their lifecycle and portfolio statistics.
+
+A loan moves only through these actions (each a `POST /api/loans/{loan_id}/<action>`):
+
+```
+pending --approve--> approved --disburse--> disbursed --repay----> repaid
+   |                    |                       |
+   +------reject------->+--reject--> rejected   +--default--> defaulted
+```
+
+`rejected`, `repaid` and `defaulted` are final. Any other action answers 409 with the
+loan's `current_status` and its `allowed_actions`. Every change is recorded in the loan's
+history (`GET /api/loans/{loan_id}/events`). Responses carry the loan's version as `ETag`;
+send it back in `If-Match` to act only if nobody changed the loan meanwhile (else 412).
 """
 
 
@@ -33,9 +59,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_settings(settings)
         app.state.db = database
+        if not settings.requires_auth:
+            logger.warning(
+                "authentication is off: anyone who can reach the API may use it",
+                app_env=settings.app_env.value,
+            )
+        purger = (
+            asyncio.create_task(purge_periodically(database, settings.idempotency_purge_interval))
+            if settings.idempotency_purge_interval
+            else None
+        )
         try:
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
+                with suppress(asyncio.CancelledError):
+                    await purger
             await database.engine.dispose()
 
     app = FastAPI(
@@ -45,15 +85,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=JSONResponse,
         openapi_tags=[
-            {"name": "loans", "description": "Loan applications and portfolio statistics."},
+            {"name": "loans", "description": LOANS_DESCRIPTION},
             {"name": "health", "description": "Probes for load balancers and orchestrators."},
         ],
     )
     app.state.settings = settings
+    app.state.api_keys = KeyCache(settings.api_key_cache_seconds)
     app.state.alembic_head = head_revision()
     install_problem_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=["ETag", "Location", "Idempotent-Replayed", "X-Request-ID"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(health_router)
     app.include_router(loans_router)
     return app

@@ -3,10 +3,16 @@
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.config import AppEnv, get_settings
+
+T = TypeVar("T")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,25 +37,34 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from branchloans.migrate import create_database_if_missing, upgrade_to_head
+    from branchloans.migrate import create_database_if_missing, grant_app_role, upgrade_to_head
 
     settings = get_settings()
-    database_url = settings.database_url.encoded_string()
-    if asyncio.run(create_database_if_missing(database_url)):
+    app_url = settings.database_url.encoded_string()
+    owner_url = (settings.migration_database_url or settings.database_url).encoded_string()
+    # The owner's URL, aimed at the API's database: the owner creates and migrates it.
+    owner_url = (
+        make_url(owner_url)
+        .set(database=settings.database_name)
+        .render_as_string(hide_password=False)
+    )
+    if asyncio.run(create_database_if_missing(owner_url)):
         print(f"created database {settings.database_name}")
-    upgrade_to_head(database_url)
+    upgrade_to_head(owner_url)
     print(f"database {settings.database_name} is at the newest revision")
+    if asyncio.run(grant_app_role(owner_url, app_url)):
+        print(f"role {make_url(app_url).username} may read and write rows only")
     return 0
 
 
-async def _seed_demo_loans() -> int:
+async def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` with a session on DATABASE_URL, then close the engine."""
     from branchloans.db import Database
-    from branchloans.loans.demo import seed_demo_loans
 
     database = Database.from_settings(get_settings())
     try:
         async with database.sessionmaker() as session:
-            return await seed_demo_loans(session)
+            return await work(session)
     finally:
         await database.engine.dispose()
 
@@ -58,7 +73,9 @@ def _seed(args: argparse.Namespace) -> int:
     if get_settings().app_env is AppEnv.PRODUCTION:
         print("refusing to insert demo loans into a production database", file=sys.stderr)
         return 2
-    inserted = asyncio.run(_seed_demo_loans())
+    from branchloans.loans.demo import seed_demo_loans
+
+    inserted = asyncio.run(_with_session(seed_demo_loans))
     print(f"inserted {inserted} demo loan(s)")
     return 0
 
@@ -72,6 +89,58 @@ def _certs(args: argparse.Namespace) -> int:
     print(f"{'created' if report.created_ca else 'kept'} CA {paths.ca_cert}")
     action = "created" if report.created_server else "kept"
     print(f"{action} server certificate {paths.server_cert} for {', '.join(names)}")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from branchloans.idempotency.service import purge_expired_keys
+
+    purged = asyncio.run(_with_session(purge_expired_keys))
+    print(f"purged {purged} expired idempotency key(s)")
+    return 0
+
+
+def _api_keys_create(args: argparse.Namespace) -> int:
+    from branchloans.auth.service import ApiKeyExistsError, create_api_key, parse_scopes
+
+    try:
+        scopes = parse_scopes(args.scopes)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        key = asyncio.run(_with_session(lambda s: create_api_key(s, args.name, scopes)))
+    except ApiKeyExistsError:
+        print(f"an API key named {args.name!r} exists already", file=sys.stderr)
+        return 1
+    print(key)
+    print(
+        f"API key {args.name!r} with scopes {', '.join(scopes)}. It is shown only now: "
+        "store it in your secret manager.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _api_keys_list(args: argparse.Namespace) -> int:
+    from branchloans.auth.service import KEY_PREFIX, list_api_keys
+
+    for key in asyncio.run(_with_session(list_api_keys)):
+        state = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
+        print(
+            f"{key.name}\t{KEY_PREFIX}{key.id}_...\t{','.join(key.scopes)}\t"
+            f"created {key.created_at.isoformat()}\t{state}"
+        )
+    return 0
+
+
+def _api_keys_revoke(args: argparse.Namespace) -> int:
+    from branchloans.auth.service import revoke_api_key
+
+    if not asyncio.run(_with_session(lambda s: revoke_api_key(s, args.name))):
+        print(f"no active API key is named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked API key {args.name!r}")
     return 0
 
 
@@ -111,6 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="another DNS name or IP address the certificate covers (repeatable)",
     )
     certs.set_defaults(handler=_certs)
+    purge = commands.add_parser(
+        "purge-idempotency-keys", help="delete expired Idempotency-Key answers, in batches"
+    )
+    purge.set_defaults(handler=_purge)
+    api_keys = commands.add_parser("api-keys", help="create, list and revoke API keys")
+    key_commands = api_keys.add_subparsers(dest="api_keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True, help="who holds the key, e.g. clerk-app")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: loans:read, loans:write, loans:manage",
+    )
+    create.set_defaults(handler=_api_keys_create)
+    key_commands.add_parser("list", help="list keys (never the keys themselves)").set_defaults(
+        handler=_api_keys_list
+    )
+    revoke = key_commands.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=_api_keys_revoke)
     return parser
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Self
 from urllib.parse import unquote
 
 from pydantic import Field, PostgresDsn, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
 
@@ -63,14 +63,62 @@ class Settings(BaseSettings):
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
 
+    idempotency_key_ttl_hours: Annotated[
+        float, Field(gt=0, description="how long a stored Idempotency-Key answer is replayed")
+    ] = 24
+    idempotency_purge_interval: Annotated[
+        float, Field(ge=0, description="seconds between background purges; 0 turns them off")
+    ] = 300
+    idempotency_lock_timeout: Annotated[
+        float, Field(gt=0, description="seconds a retry waits for the first request with its key")
+    ] = 5
+
+    auth_required: bool | None = Field(
+        default=None,
+        description="demand API keys; always on outside development, off there unless set",
+    )
+    api_key_cache_seconds: Annotated[
+        float, Field(ge=0, description="how long a key lookup is reused; bounds revocation delay")
+    ] = 5
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins browsers may call the API from, comma-separated; none by default",
+    )
+    migration_database_url: PostgresDsn | None = Field(
+        default=None,
+        description="owner connection for `branchloans migrate`; DATABASE_URL when unset",
+    )
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _auth_outside_development(self) -> "Settings":
+        if self.app_env is not AppEnv.DEVELOPMENT and self.auth_required is False:
+            raise ValueError(f"AUTH_REQUIRED=false is refused when APP_ENV={self.app_env}")
+        return self
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether requests need an API key."""
+        if self.auth_required is None:
+            return self.app_env is not AppEnv.DEVELOPMENT
+        return self.auth_required
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migration_database_url")
     @classmethod
-    def _require_asyncpg(cls, value: PostgresDsn) -> PostgresDsn:
+    def _require_asyncpg(cls, value: PostgresDsn | None) -> PostgresDsn | None:
+        if value is None:
+            return value
         if value.scheme != "postgresql+asyncpg":
             raise ValueError("DATABASE_URL must use the postgresql+asyncpg:// scheme")
         if not value.path or value.path == "/":
@@ -81,14 +129,21 @@ class Settings(BaseSettings):
     def _refuse_default_password_in_production(self) -> Self:
         if self.app_env is not AppEnv.PRODUCTION:
             return self
-        password = unquote(self.database_url.hosts()[0]["password"] or "")
-        if not password.strip():
-            raise ValueError("APP_ENV=production needs a database password in DATABASE_URL")
-        if password.lower() in KNOWN_DEFAULT_PASSWORDS:
-            raise ValueError(
-                "APP_ENV=production refuses a default or example database password; "
-                "set a generated one in DATABASE_URL"
-            )
+        urls = {
+            "DATABASE_URL": self.database_url,
+            "MIGRATION_DATABASE_URL": self.migration_database_url,
+        }
+        for name, url in urls.items():
+            if url is None:
+                continue
+            password = unquote(url.hosts()[0]["password"] or "")
+            if not password.strip():
+                raise ValueError(f"APP_ENV=production needs a database password in {name}")
+            if password.lower() in KNOWN_DEFAULT_PASSWORDS:
+                raise ValueError(
+                    f"APP_ENV=production refuses a default or example database password; "
+                    f"set a generated one in {name}"
+                )
         return self
 
     @property

@@ -73,3 +73,45 @@ async def drop_database(database_url: str) -> None:
 def upgrade_to_head(database_url: str) -> None:
     """Apply every migration not yet applied. Runs its own event loop: call it outside one."""
     command.upgrade(alembic_config(database_url), "head")
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def grant_app_role(owner_url: str, app_url: str) -> bool:
+    """Give the API's role (DATABASE_URL's user) rows to read and write, and nothing more.
+
+    Run as the owner after migrating. Creates the role when missing, keeps its password in
+    step with DATABASE_URL, and grants row privileges only: the API's role can neither
+    change the schema nor the migration history. False when both URLs name the same user.
+    """
+    owner, app = make_url(owner_url), make_url(app_url)
+    if not app.username or app.username == owner.username:
+        return False
+    role = _quote_identifier(app.username)
+    password = f"PASSWORD {_quote_literal(app.password)}" if app.password else ""
+    connection = await asyncpg.connect(
+        owner.set(drivername="postgresql", database=app.database).render_as_string(
+            hide_password=False
+        )
+    )
+    try:
+        exists = await connection.fetchval(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1", app.username
+        )
+        verb = "ALTER" if exists else "CREATE"
+        async with connection.transaction():
+            await connection.execute(f"{verb} ROLE {role} LOGIN {password}")
+            for statement in (
+                f"GRANT CONNECT ON DATABASE {_quote_identifier(str(app.database))} TO {role}",
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                f"GRANT USAGE ON SCHEMA public TO {role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
+            ):
+                await connection.execute(statement)
+    finally:
+        await connection.close()
+    return True

@@ -36,6 +36,14 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     )
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
+            if operation.get("security"):
+                responses = operation.setdefault("responses", {})
+                responses.setdefault(
+                    "401", {"description": "No API key, or an unknown or revoked one."}
+                )
+                responses.setdefault(
+                    "403", {"description": "The API key lacks the scope this needs."}
+                )
             for status, response in operation.get("responses", {}).items():
                 if _is_error_without_own_body(status, response):
                     response["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}

@@ -106,8 +106,8 @@ def _field_error(error: Any) -> dict[str, str]:
     }
 
 
-async def _handle_problem(request: Request, exc: Exception) -> ProblemResponse:
-    assert isinstance(exc, ProblemError)
+def render_problem(request: Request, exc: ProblemError) -> ProblemResponse:
+    """The response a raised `ProblemError` gets."""
     return problem_response(
         request,
         exc.status,
@@ -117,6 +117,11 @@ async def _handle_problem(request: Request, exc: Exception) -> ProblemResponse:
         headers=exc.headers,
         **exc.extensions,
     )
+
+
+async def _handle_problem(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ProblemError)
+    return render_problem(request, exc)
 
 
 async def _handle_validation(request: Request, exc: Exception) -> ProblemResponse:

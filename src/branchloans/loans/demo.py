@@ -2,13 +2,17 @@
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from branchloans.loans.models import Loan, LoanStatus
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus
 
-DEMO_LOANS: tuple[dict[str, object], ...] = tuple(
+_PAID_OUT = {LoanStatus.DISBURSED, LoanStatus.REPAID, LoanStatus.DEFAULTED}
+
+DEMO_LOANS: tuple[dict[str, Any], ...] = tuple(
     {
         "id": uuid.UUID(int=number),
         "borrower_id": borrower_id,
@@ -29,13 +33,30 @@ DEMO_LOANS: tuple[dict[str, object], ...] = tuple(
 
 
 async def seed_demo_loans(session: AsyncSession) -> int:
-    """Insert the demo loans that are not there yet; returns how many were inserted."""
-    inserted = await session.scalars(
-        insert(Loan)
-        .values(list(DEMO_LOANS))
-        .on_conflict_do_nothing(index_elements=[Loan.id])
-        .returning(Loan.id)
-    )
-    count = len(inserted.all())
+    """Insert the demo loans that are not there yet, each with one event saying so.
+
+    Returns how many were inserted.
+    """
+    rows = [
+        {**loan, "disbursed_at": func.now() if loan["status"] in _PAID_OUT else None}
+        for loan in DEMO_LOANS
+    ]
+    inserted = (
+        await session.execute(
+            pg_insert(Loan)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[Loan.id])
+            .returning(Loan.id, Loan.status)
+        )
+    ).all()
+    if inserted:
+        await session.execute(
+            insert(LoanEvent).values(
+                [
+                    {"loan_id": loan_id, "to_status": status, "reason": "demo data"}
+                    for loan_id, status in inserted
+                ]
+            )
+        )
     await session.commit()
-    return count
+    return len(inserted)

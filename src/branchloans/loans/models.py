@@ -1,4 +1,4 @@
-"""The `loans` table."""
+"""The `loans` table and the `loan_events` history of each loan."""
 
 import uuid
 from datetime import datetime
@@ -7,9 +7,12 @@ from enum import StrEnum
 
 from sqlalchemy import (
     CHAR,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Enum,
+    ForeignKey,
+    Identity,
     Index,
     Integer,
     Numeric,
@@ -39,6 +42,17 @@ class LoanStatus(StrEnum):
 
 
 _STATUSES = ", ".join(f"'{status}'" for status in LoanStatus)
+REASON_MAX_LENGTH = 500
+
+
+def _status_type() -> Enum:
+    # Stored as its value ("pending") in a VARCHAR; a CHECK constraint keeps it honest.
+    return Enum(
+        LoanStatus,
+        native_enum=False,
+        length=16,
+        values_callable=lambda statuses: [status.value for status in statuses],
+    )
 
 
 class Loan(Base):
@@ -55,12 +69,7 @@ class Loan(Base):
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(CHAR(3))
     status: Mapped[LoanStatus] = mapped_column(
-        Enum(
-            LoanStatus,
-            native_enum=False,
-            length=16,
-            values_callable=lambda statuses: [status.value for status in statuses],
-        ),
+        _status_type(),
         default=LoanStatus.PENDING,
         server_default=LoanStatus.PENDING.value,
     )
@@ -68,6 +77,8 @@ class Loan(Base):
     interest_rate_apr: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    disbursed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
         CheckConstraint(f"amount > 0 AND amount <= {MAX_AMOUNT}", name="amount_range"),
@@ -83,8 +94,46 @@ class Loan(Base):
         ),
         CheckConstraint("length(btrim(borrower_id)) > 0", name="borrower_id_present"),
         CheckConstraint("updated_at >= created_at", name="updated_after_created"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint(
+            "(disbursed_at IS NOT NULL) = (status IN ('disbursed', 'repaid', 'defaulted'))",
+            name="disbursed_at_iff_paid_out",
+        ),
     )
 
 
 # Serves the list order, newest first, with the id breaking ties between equal timestamps.
 Index("ix_loans_created_at_id", Loan.created_at.desc(), Loan.id.desc())
+# A borrower's loans, in list order.
+Index(
+    "ix_loans_borrower_id_created_at_id", Loan.borrower_id, Loan.created_at.desc(), Loan.id.desc()
+)
+
+
+class LoanEvent(Base):
+    """One change of a loan's status, written in the same transaction as the change.
+
+    `from_status` is NULL for the event that records the loan's creation.
+    """
+
+    __tablename__ = "loan_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    loan_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("loans.id", ondelete="CASCADE"), index=True
+    )
+    from_status: Mapped[LoanStatus | None] = mapped_column(_status_type())
+    to_status: Mapped[LoanStatus] = mapped_column(_status_type())
+    reason: Mapped[str | None] = mapped_column(String(REASON_MAX_LENGTH))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    actor: Mapped[str | None] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+
+    __table_args__ = (
+        CheckConstraint(f"to_status IN ({_STATUSES})", name="to_status_known"),
+        CheckConstraint(
+            f"from_status IS NULL OR from_status IN ({_STATUSES})", name="from_status_known"
+        ),
+    )

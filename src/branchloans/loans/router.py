@@ -1,13 +1,28 @@
 """HTTP endpoints for loans: parse, call the service, shape the response."""
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+import structlog
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
+from branchloans.auth.dependencies import PrincipalDep, requires
+from branchloans.auth.models import Scope
 from branchloans.db import SessionDep
+from branchloans.idempotency.models import KEY_MAX_LENGTH
+from branchloans.idempotency.service import run_write
 from branchloans.loans import service
-from branchloans.loans.schemas import LoanCreate, LoanRead, LoanStats
+from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
+from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, Loan, LoanStatus
+from branchloans.loans.schemas import (
+    Currency,
+    LoanCreate,
+    LoanEventRead,
+    LoanRead,
+    LoanStats,
+    TransitionRequest,
+)
+from branchloans.loans.service import ChangeContext, LoanFilter, etag
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
 
@@ -17,29 +32,110 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description}
 
 
+_ETAG_HEADER = {
+    "ETag": {"description": "The loan's version, for If-Match.", "schema": {"type": "string"}}
+}
+_LOAN_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: _problem("No loan has this id."),
+    422: _problem("The id is not a UUID."),
+}
+
 router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
 
 
-def _loan_body(loan: Any) -> dict[str, Any]:
-    return LoanRead.model_validate(loan).model_dump()
+async def change_context(principal: PrincipalDep) -> ChangeContext:
+    """The request id (bound by the request-id middleware) and the calling key's name."""
+    return ChangeContext(
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        actor=principal.name,
+    )
 
 
-@router.get("/loans", response_model=list[LoanRead], summary="List loans, newest first")
-async def list_loans(session: SessionDep) -> JSONResponse:
-    """Every loan, newest first, in the seed API's array shape."""
-    loans = await service.list_loans(session)
-    return JSONResponse([_loan_body(loan) for loan in loans])
+ChangeContextDep = Annotated[ChangeContext, Depends(change_context)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=KEY_MAX_LENGTH,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A token you choose (printable ASCII, at most 255 characters). A retry "
+        "with the same key and the same request returns the first answer, with "
+        "`Idempotent-Replayed: true`, instead of acting twice. Keys are kept 24 hours.",
+        examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
+    ),
+]
+
+
+def _loan_response(
+    loan: Loan, status_code: int = status.HTTP_200_OK, **headers: str
+) -> JSONResponse:
+    body = LoanRead.model_validate(loan).model_dump()
+    return JSONResponse(
+        body, status_code=status_code, headers={"ETag": etag(loan.version), **headers}
+    )
+
+
+def _entity_tags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def _versions_in(if_match: str | None) -> set[int] | None:
+    """The versions an If-Match header accepts; None when it accepts any (absent or `*`)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    # Strong comparison (RFC 9110): a weak tag W/"3" or a malformed one never matches.
+    return {
+        int(tag[1:-1])
+        for tag in _entity_tags(if_match)
+        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()
+    }
+
+
+READ = [Depends(requires(Scope.LOANS_READ))]
+
+
+@router.get(
+    "/loans",
+    response_model=list[LoanRead],
+    summary="List loans, newest first",
+    dependencies=READ,
+)
+async def list_loans(
+    session: SessionDep,
+    loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
+    currency: Annotated[Currency | None, Query()] = None,
+    borrower_id: Annotated[str | None, Query(max_length=BORROWER_ID_MAX_LENGTH)] = None,
+) -> JSONResponse:
+    """Loans in the seed API's array shape, optionally of one status, currency or borrower."""
+    where = LoanFilter(status=loan_status, currency=currency, borrower_id=borrower_id)
+    loans = await service.list_loans(session, where)
+    return JSONResponse([LoanRead.model_validate(loan).model_dump() for loan in loans])
 
 
 @router.get(
     "/loans/{loan_id}",
     response_model=LoanRead,
     summary="Get one loan",
-    responses={404: _problem("No loan has this id."), 422: _problem("The id is not a UUID.")},
+    dependencies=READ,
+    responses={
+        200: {"headers": _ETAG_HEADER},
+        304: {"description": "The loan still has the version If-None-Match names."},
+        **_LOAN_NOT_FOUND,
+    },
 )
-async def get_loan(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
-    """The loan with this id."""
-    return JSONResponse(_loan_body(await service.get_loan(session, loan_id)))
+async def get_loan(
+    loan_id: uuid.UUID,
+    session: SessionDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The loan with this id, with its version as `ETag`."""
+    loan = await service.get_loan(session, loan_id)
+    tag = etag(loan.version)
+    if if_none_match is not None and (
+        if_none_match.strip() == "*" or tag in _entity_tags(if_none_match)
+    ):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+    return _loan_response(loan)
 
 
 @router.post(
@@ -47,29 +143,113 @@ async def get_loan(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
     response_model=LoanRead,
     status_code=status.HTTP_201_CREATED,
     summary="Apply for a loan",
+    dependencies=[Depends(requires(Scope.LOANS_WRITE))],
     responses={
         201: {
             "headers": {
-                "Location": {"description": "URL of the new loan.", "schema": {"type": "string"}}
+                "Location": {"description": "URL of the new loan.", "schema": {"type": "string"}},
+                **_ETAG_HEADER,
             }
         },
         400: _problem("The body is not valid JSON."),
+        409: _problem("A request with this Idempotency-Key is still being processed."),
         413: _problem("The body is larger than the server accepts."),
-        422: _problem("A field is missing or invalid; `errors` names each one."),
+        415: _problem("The body is not JSON."),
+        422: _problem(
+            "A field is missing or invalid (`errors` names each one), or the "
+            "Idempotency-Key was used for a different request."
+        ),
     },
 )
 async def create_loan(
-    application: LoanCreate, session: SessionDep, request: Request
-) -> JSONResponse:
-    """Create a loan application; it starts as `pending`."""
-    loan = await service.create_loan(session, application)
-    location = request.url_for("get_loan", loan_id=loan.id).path
-    return JSONResponse(
-        _loan_body(loan), status_code=status.HTTP_201_CREATED, headers={"Location": location}
+    application: LoanCreate,
+    session: SessionDep,
+    context: ChangeContextDep,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Create a loan application; it starts as `pending`, and its history with one event."""
+
+    async def create() -> Response:
+        loan = await service.create_loan(session, application, context)
+        location = request.url_for("get_loan", loan_id=loan.id).path
+        return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
+
+    return await run_write(session, request, idempotency_key, context.scope, create)
+
+
+@router.get(
+    "/loans/{loan_id}/events",
+    response_model=list[LoanEventRead],
+    summary="A loan's history",
+    dependencies=READ,
+    responses=_LOAN_NOT_FOUND,
+)
+async def list_loan_events(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
+    """Every status change of the loan, its creation first."""
+    events = await service.list_events(session, loan_id)
+    return JSONResponse([LoanEventRead.model_validate(event).model_dump() for event in events])
+
+
+def _add_action_route(action: LoanAction) -> None:
+    transition = TRANSITIONS[action]
+    sources = " or ".join(f"`{source}`" for source in sorted(transition.sources))
+
+    async def take_action(
+        loan_id: uuid.UUID,
+        session: SessionDep,
+        context: ChangeContextDep,
+        request: Request,
+        body: TransitionRequest | None = None,
+        if_match: Annotated[
+            str | None,
+            Header(description='Only act if the loan still has this ETag, e.g. `"3"`.'),
+        ] = None,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response:
+        async def transition() -> Response:
+            loan = await service.transition_loan(
+                session,
+                loan_id,
+                action,
+                context,
+                reason=body.reason if body else None,
+                expected_versions=_versions_in(if_match),
+            )
+            return _loan_response(loan)
+
+        return await run_write(session, request, idempotency_key, context.scope, transition)
+
+    router.add_api_route(
+        f"/loans/{{loan_id}}/{action}",
+        take_action,
+        methods=["POST"],
+        name=f"{action}_loan",
+        response_model=LoanRead,
+        summary=f"{action.capitalize()} a loan",
+        dependencies=[Depends(requires(Scope.LOANS_MANAGE))],
+        description=(
+            f"Move a {sources} loan to `{transition.target}`, recording an event with the "
+            "optional `reason`. The row is locked while it changes, so concurrent actions "
+            "never lose an update: the later one sees the new status."
+        ),
+        responses={
+            200: {"headers": _ETAG_HEADER},
+            **_LOAN_NOT_FOUND,
+            409: _problem(
+                f"The loan is not {sources}; the problem names `current_status` and "
+                "`allowed_actions`. Or a request with this Idempotency-Key is still running."
+            ),
+            412: _problem("If-Match names a version the loan no longer has."),
+        },
     )
 
 
-@router.get("/stats", response_model=LoanStats, summary="Portfolio statistics")
+for _action in LoanAction:
+    _add_action_route(_action)
+
+
+@router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
 async def get_stats(session: SessionDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency."""
     return JSONResponse((await service.get_stats(session)).model_dump())

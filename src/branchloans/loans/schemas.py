@@ -21,6 +21,7 @@ from branchloans.loans.models import (
     MAX_AMOUNT,
     MAX_APR,
     MAX_TERM_MONTHS,
+    REASON_MAX_LENGTH,
     LoanStatus,
 )
 
@@ -137,7 +138,8 @@ class LoanRead(BaseModel):
                     "term_months": 12,
                     "interest_rate_apr": 18.50,
                     "created_at": "2025-01-01T00:00:00Z",
-                    "updated_at": "2025-01-01T00:00:00Z",
+                    "updated_at": "2025-01-02T09:30:00Z",
+                    "disbursed_at": None,
                 }
             ]
         },
@@ -152,6 +154,7 @@ class LoanRead(BaseModel):
     interest_rate_apr: DecimalNumber | None
     created_at: datetime
     updated_at: datetime
+    disbursed_at: datetime | None = Field(description="When the money went out; null before.")
 
 
 class LoanStats(BaseModel):
@@ -188,3 +191,50 @@ class LoanStats(BaseModel):
     by_status: dict[LoanStatus, int] = Field(description="Every status, with zero where none.")
     by_currency: dict[str, int]
     amount_by_currency: dict[str, DecimalNumber]
+
+
+class TransitionRequest(BaseModel):
+    """Why a clerk takes an action; the body itself is optional."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "Income verified"}]}
+    )
+
+    reason: (
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX_LENGTH),
+        ]
+        | None
+    ) = None
+
+
+class LoanEventRead(BaseModel):
+    """One entry of a loan's history."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 7,
+                    "loan_id": "00000000-0000-0000-0000-000000000002",
+                    "from_status": "pending",
+                    "to_status": "approved",
+                    "reason": "Income verified",
+                    "request_id": "3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11",
+                    "actor": None,
+                    "occurred_at": "2025-01-02T09:30:00Z",
+                }
+            ]
+        },
+    )
+
+    id: int
+    loan_id: uuid.UUID
+    from_status: LoanStatus | None = Field(description="null for the loan's creation")
+    to_status: LoanStatus
+    reason: str | None
+    request_id: str | None
+    actor: str | None = Field(description="Who acted, when the request was authenticated.")
+    occurred_at: datetime

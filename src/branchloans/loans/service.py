@@ -1,15 +1,39 @@
 """What the API does with loans, in SQL."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from branchloans.loans.models import Loan, LoanStatus
+from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus
 from branchloans.loans.schemas import CENT, LoanCreate, LoanStats
 from branchloans.problems import ProblemError
+
+
+@dataclass(frozen=True)
+class ChangeContext:
+    """Who asked for a change and under which request, recorded on the loan's events."""
+
+    request_id: str | None = None
+    actor: str | None = None
+
+    @property
+    def scope(self) -> str:
+        """Whose Idempotency-Keys these are: the actor's, or the anonymous scope."""
+        return self.actor or ""
+
+
+@dataclass(frozen=True)
+class LoanFilter:
+    """Which loans a listing shows; None means any."""
+
+    status: LoanStatus | None = None
+    currency: str | None = None
+    borrower_id: str | None = None
 
 
 class LoanNotFoundError(ProblemError):
@@ -21,13 +45,69 @@ class LoanNotFoundError(ProblemError):
         )
 
 
-async def create_loan(session: AsyncSession, application: LoanCreate) -> Loan:
-    """Store a new pending loan and commit it."""
+class TransitionNotAllowedError(ProblemError):
+    """The action does not apply to the loan's current status."""
+
+    def __init__(self, action: LoanAction, current: LoanStatus) -> None:
+        allowed = allowed_actions(current)
+        super().__init__(
+            409,
+            f"Cannot {action} a loan that is {current}; "
+            + (f"allowed: {', '.join(allowed)}." if allowed else f"{current} is final."),
+            slug="transition-not-allowed",
+            title="Transition not allowed",
+            current_status=current.value,
+            allowed_actions=[action.value for action in allowed],
+        )
+
+
+class LoanChangedError(ProblemError):
+    """The loan's version is not the one the client's If-Match names."""
+
+    def __init__(self, current_etag: str) -> None:
+        super().__init__(
+            412,
+            f"The loan changed since you read it; its ETag is now {current_etag}.",
+            slug="loan-changed",
+            title="Loan changed",
+            headers={"ETag": current_etag},
+        )
+
+
+def etag(version: int) -> str:
+    """The strong entity tag of a loan at `version`."""
+    return f'"{version}"'
+
+
+async def _record_event(
+    session: AsyncSession,
+    loan_id: uuid.UUID,
+    from_status: LoanStatus | None,
+    to_status: LoanStatus,
+    context: ChangeContext,
+    reason: str | None = None,
+) -> None:
+    await session.execute(
+        insert(LoanEvent).values(
+            loan_id=loan_id,
+            from_status=from_status,
+            to_status=to_status,
+            reason=reason,
+            request_id=context.request_id,
+            actor=context.actor,
+        )
+    )
+
+
+async def create_loan(
+    session: AsyncSession, application: LoanCreate, context: ChangeContext
+) -> Loan:
+    """Store a new pending loan and its first event; the caller commits both."""
     loan: Loan | None = await session.scalar(
         insert(Loan).values(**application.model_dump()).returning(Loan)
     )
     assert loan is not None
-    await session.commit()
+    await _record_event(session, loan.id, None, loan.status, context)
     return loan
 
 
@@ -39,10 +119,75 @@ async def get_loan(session: AsyncSession, loan_id: uuid.UUID) -> Loan:
     return loan
 
 
-async def list_loans(session: AsyncSession) -> Sequence[Loan]:
-    """Every loan, newest first."""
-    result = await session.scalars(select(Loan).order_by(Loan.created_at.desc(), Loan.id.desc()))
-    return result.all()
+async def transition_loan(
+    session: AsyncSession,
+    loan_id: uuid.UUID,
+    action: LoanAction,
+    context: ChangeContext,
+    *,
+    reason: str | None = None,
+    expected_versions: Collection[int] | None = None,
+) -> Loan:
+    """Apply `action` to the loan and record the event; the caller commits both.
+
+    The row is locked first, so of two concurrent actions the second sees the first's
+    result: one succeeds, the other gets `TransitionNotAllowedError`, nothing is lost.
+    With `expected_versions` (from If-Match), a loan at any other version raises
+    `LoanChangedError` instead.
+    """
+    current = (
+        await session.execute(
+            select(Loan.status, Loan.version).where(Loan.id == loan_id).with_for_update()
+        )
+    ).one_or_none()
+    if current is None:
+        raise LoanNotFoundError(loan_id)
+    status, version = current
+    if expected_versions is not None and version not in expected_versions:
+        raise LoanChangedError(etag(version))
+    transition = TRANSITIONS[action]
+    if status not in transition.sources:
+        raise TransitionNotAllowedError(action, status)
+
+    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
+    changes = {
+        "status": transition.target,
+        "version": Loan.version + 1,
+        "updated_at": func.clock_timestamp(),
+    }
+    if transition.target is LoanStatus.DISBURSED:
+        changes["disbursed_at"] = func.clock_timestamp()
+    loan: Loan | None = await session.scalar(
+        update(Loan).where(Loan.id == loan_id).values(changes).returning(Loan),
+        execution_options={"populate_existing": True},
+    )
+    assert loan is not None
+    await _record_event(session, loan_id, status, transition.target, context, reason)
+    return loan
+
+
+async def list_events(session: AsyncSession, loan_id: uuid.UUID) -> Sequence[LoanEvent]:
+    """The loan's history, oldest first; `LoanNotFoundError` when there is no such loan."""
+    events = (
+        await session.scalars(
+            select(LoanEvent).where(LoanEvent.loan_id == loan_id).order_by(LoanEvent.id)
+        )
+    ).all()
+    if not events and await session.get(Loan, loan_id) is None:
+        raise LoanNotFoundError(loan_id)
+    return events
+
+
+async def list_loans(session: AsyncSession, where: LoanFilter) -> Sequence[Loan]:
+    """The loans that pass the filter, newest first."""
+    query = select(Loan).order_by(Loan.created_at.desc(), Loan.id.desc())
+    if where.status is not None:
+        query = query.where(Loan.status == where.status)
+    if where.currency is not None:
+        query = query.where(Loan.currency == where.currency)
+    if where.borrower_id is not None:
+        query = query.where(Loan.borrower_id == where.borrower_id)
+    return (await session.scalars(query)).all()
 
 
 async def get_stats(session: AsyncSession) -> LoanStats:

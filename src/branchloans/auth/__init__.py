@@ -1,0 +1,1 @@
+"""API keys, their scopes, and the dependencies that demand them."""

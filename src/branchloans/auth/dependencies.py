@@ -1,0 +1,79 @@
+"""FastAPI dependencies that authenticate the caller and demand scopes."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from branchloans.auth.models import Scope
+from branchloans.auth.service import ANONYMOUS, Principal, authenticate_key
+from branchloans.db import SessionDep
+from branchloans.problems import ProblemError
+
+_REALM = 'Bearer realm="branchloans"'
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `branchloans api-keys create`: `Authorization: Bearer blk_...`.",
+)
+
+
+class UnauthenticatedError(ProblemError):
+    """No usable API key came with the request."""
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(
+            401,
+            detail,
+            slug="unauthenticated",
+            title="Unauthenticated",
+            headers={"WWW-Authenticate": challenge},
+        )
+
+
+class InsufficientScopeError(ProblemError):
+    """The key is valid but may not do this."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(
+            403,
+            f"This API key lacks the scope {scope}.",
+            slug="insufficient-scope",
+            title="Insufficient scope",
+            headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'},
+            required_scope=scope.value,
+        )
+
+
+async def current_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller, from `Authorization: Bearer <key>`; anonymous only while auth is off."""
+    if credentials is None:
+        if not request.app.state.settings.requires_auth:
+            return ANONYMOUS
+        raise UnauthenticatedError("Send an API key: Authorization: Bearer <key>.", _REALM)
+    principal = await authenticate_key(session, request.app.state.api_keys, credentials.credentials)
+    if principal is None:
+        raise UnauthenticatedError(
+            "The API key is unknown or revoked.", f'{_REALM}, error="invalid_token"'
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def requires(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets the request through only with `scope`."""
+
+    async def check_scope(principal: PrincipalDep) -> Principal:
+        if scope not in principal.scopes:
+            raise InsufficientScopeError(scope)
+        return principal
+
+    return check_scope

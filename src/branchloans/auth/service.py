@@ -1,0 +1,141 @@
+"""Creating, listing, revoking and checking API keys."""
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from branchloans.auth.models import ApiKey, Scope
+
+KEY_PREFIX = "blk_"
+_ID_BYTES = 6  # 12 hex characters: the public part that finds the key's row
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's name and scopes, or the anonymous caller of an open API."""
+
+    name: str | None
+    scopes: frozenset[str]
+
+
+ANONYMOUS = Principal(name=None, scopes=frozenset(Scope))
+
+
+@dataclass(frozen=True)
+class _KeyRecord:
+    name: str
+    key_hash: str
+    scopes: frozenset[str]
+
+
+class ApiKeyExistsError(Exception):
+    """A key with this name exists already."""
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _key_id(key: str) -> str | None:
+    if not key.startswith(KEY_PREFIX):
+        return None
+    key_id, separator, secret = key.removeprefix(KEY_PREFIX).partition("_")
+    if not separator or not secret or len(key_id) != _ID_BYTES * 2:
+        return None
+    return key_id
+
+
+def parse_scopes(text: str) -> list[Scope]:
+    """Scopes from a comma-separated list; ValueError names any unknown one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in set(Scope)]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown scope(s): {', '.join(unknown) or '(none given)'}; known: {', '.join(Scope)}"
+        )
+    return [Scope(name) for name in dict.fromkeys(names)]
+
+
+async def create_api_key(session: AsyncSession, name: str, scopes: Iterable[Scope]) -> str:
+    """Store a new key and return it; this is the only time the key itself is seen."""
+    key_id = secrets.token_hex(_ID_BYTES)
+    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(id=key_id, name=name, key_hash=_hash(key), scopes=list(scopes)))
+    try:
+        await session.commit()
+    except IntegrityError as error:
+        await session.rollback()
+        raise ApiKeyExistsError(name) from error
+    return key
+
+
+async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
+    """Every key, oldest first (their hashes, never the keys)."""
+    return (await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.name))).all()
+
+
+async def revoke_api_key(session: AsyncSession, name: str) -> bool:
+    """Revoke the key with this name; False when no active key has it."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+    )
+    await session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+class KeyCache:
+    """Active keys by id, each remembered for `ttl` seconds.
+
+    A revoked key stops working within `ttl` seconds; meanwhile most requests cost no query.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, _KeyRecord | None]] = {}
+
+    def get(self, key_id: str) -> tuple[bool, _KeyRecord | None]:
+        """(found, record); record None means "known not to be an active key"."""
+        entry = self._entries.get(key_id)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key_id: str, record: _KeyRecord | None) -> None:
+        """Remember a lookup's outcome; unknown ids too, so guessing costs no query."""
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_id] = (time.monotonic() + self.ttl, record)
+
+
+async def _active_key(session: AsyncSession, key_id: str) -> _KeyRecord | None:
+    row = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    )
+    return _KeyRecord(row.name, row.key_hash, frozenset(row.scopes)) if row else None
+
+
+async def authenticate_key(session: AsyncSession, cache: KeyCache, key: str) -> Principal | None:
+    """The principal a presented key stands for, or None when it is unknown or revoked."""
+    key_id = _key_id(key)
+    record = None
+    if key_id is not None:
+        found, record = cache.get(key_id)
+        if not found:
+            record = await _active_key(session, key_id)
+            cache.put(key_id, record)
+    # Compare even when there is nothing to compare with, so timing tells nothing.
+    matches = hmac.compare_digest(_hash(key), record.key_hash if record else _DUMMY_HASH)
+    if record is None or not matches:
+        return None
+    return Principal(name=record.name, scopes=record.scopes)

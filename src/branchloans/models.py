@@ -1,0 +1,8 @@
+"""Every table of the service, imported together so that `Base.metadata` knows them all."""
+
+from branchloans.auth.models import ApiKey
+from branchloans.db import Base
+from branchloans.idempotency.models import IdempotencyKey
+from branchloans.loans.models import Loan, LoanEvent
+
+__all__ = ["ApiKey", "Base", "IdempotencyKey", "Loan", "LoanEvent"]

@@ -1,0 +1,71 @@
+"""Hardened defaults: security headers, CORS only when asked, auth outside development."""
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from branchloans.config import AppEnv
+from tests.support import make_settings, serving, with_password
+
+
+@pytest.mark.parametrize("path", ["/api/loans", "/api/nothing", "/health"])
+async def test_responses_carry_security_headers(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert (
+        response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_documentation_pages_may_load_their_scripts(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+
+    assert "content-security-policy" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_cors_is_off_unless_configured(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        "/api/loans",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_allows_only_the_configured_origins(database_url: str) -> None:
+    settings = make_settings(database_url, cors_allowed_origins="https://app.branchloans.com")
+    preflight = {"Access-Control-Request-Method": "POST"}
+
+    async with serving(settings) as http:
+        allowed = await http.options(
+            "/api/loans", headers={"Origin": "https://app.branchloans.com", **preflight}
+        )
+        refused = await http.options(
+            "/api/loans", headers={"Origin": "https://evil.example", **preflight}
+        )
+
+    assert allowed.headers["access-control-allow-origin"] == "https://app.branchloans.com"
+    assert "access-control-allow-origin" not in refused.headers
+
+
+@pytest.mark.parametrize("env", [AppEnv.STAGING, AppEnv.PRODUCTION])
+def test_auth_cannot_be_turned_off_outside_development(database_url: str, env: AppEnv) -> None:
+    with pytest.raises(ValidationError, match="AUTH_REQUIRED=false"):
+        make_settings(database_url, app_env=env, auth_required=False)
+
+
+@pytest.mark.parametrize(
+    ("env", "required"),
+    [(AppEnv.DEVELOPMENT, False), (AppEnv.STAGING, True), (AppEnv.PRODUCTION, True)],
+)
+def test_auth_is_required_by_default_outside_development(
+    database_url: str, env: AppEnv, required: bool
+) -> None:
+    settings = make_settings(with_password(database_url), app_env=env)
+
+    assert settings.requires_auth is required
