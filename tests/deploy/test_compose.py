@@ -12,6 +12,7 @@ import httpx
 import jsonschema
 import pytest
 import yaml
+from sqlalchemy import make_url
 from tests.deploy.conftest import environment_values
 from tests.deploy.support import (
     ENV_DIR,
@@ -179,15 +180,39 @@ def test_the_api_and_migrations_get_their_settings(
     rendered: dict[str, Any], environment: str
 ) -> None:
     expected = TABLE[environment]
+    services = rendered["services"]
     for name in ("api", "migrate"):
-        settings = rendered["services"][name]["environment"]
-        # The settings the app itself validates (production's password check included).
+        settings = services[name]["environment"]
+        # The settings the app itself validates (production's password checks included).
         parsed = make_settings(
-            settings["DATABASE_URL"], app_env=settings["APP_ENV"], log_level=settings["LOG_LEVEL"]
+            settings["DATABASE_URL"],
+            app_env=settings["APP_ENV"],
+            log_level=settings["LOG_LEVEL"],
+            migration_database_url=settings.get("MIGRATION_DATABASE_URL"),
         )
         assert parsed.app_env == expected["APP_ENV"]
         assert parsed.log_level == expected["LOG_LEVEL"]
         assert parsed.database_url.hosts()[0]["host"] == "db"
+
+
+def test_the_api_connects_as_its_own_role_and_migrate_as_the_owner(
+    rendered: dict[str, Any],
+) -> None:
+    services = rendered["services"]
+    database = services["db"]["environment"]
+    owner = make_url(services["migrate"]["environment"]["MIGRATION_DATABASE_URL"])
+    api = make_url(services["api"]["environment"]["DATABASE_URL"])
+
+    assert (owner.username, owner.password) == (
+        database["POSTGRES_USER"],
+        database["POSTGRES_PASSWORD"],
+    )
+    assert owner.database == api.database == database["POSTGRES_DB"]
+    assert api.username != owner.username
+    assert services["migrate"]["environment"]["DATABASE_URL"] == str(
+        services["api"]["environment"]["DATABASE_URL"]
+    )
+    assert "MIGRATION_DATABASE_URL" not in services["api"]["environment"]
 
 
 def test_ports_and_limits_follow_the_environment_table(
