@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from branchloans.certs import DEFAULT_NAMES, RENEW_BEFORE, SERVER_LIFETIME, ensure_certificates
 from branchloans.cli import main
@@ -92,16 +95,75 @@ def test_a_second_run_keeps_valid_certificates(tmp_path: Path) -> None:
     assert _files(tmp_path) == before
 
 
-def test_a_new_name_gets_a_new_server_certificate_from_the_same_ca(tmp_path: Path) -> None:
+def test_fewer_names_keep_the_ca_and_the_certificate(tmp_path: Path) -> None:
+    ensure_certificates(tmp_path)
+
+    report = ensure_certificates(tmp_path, ("localhost",))
+
+    assert not report.created_ca
+    assert not report.created_server
+
+
+def test_a_name_the_ca_may_not_sign_for_gets_a_new_ca(tmp_path: Path) -> None:
     ensure_certificates(tmp_path, ("localhost",))
     ca_before = (tmp_path / "ca.crt").read_bytes()
 
     report = ensure_certificates(tmp_path, ("localhost", "api.branchloans.test"))
 
-    assert not report.created_ca
+    assert report.created_ca
     assert report.created_server
-    assert (tmp_path / "ca.crt").read_bytes() == ca_before
+    assert (tmp_path / "ca.crt").read_bytes() != ca_before
     _handshake(tmp_path, "api.branchloans.test")
+
+
+def test_the_ca_cannot_vouch_for_names_it_was_not_made_for(tmp_path: Path) -> None:
+    ensure_certificates(tmp_path)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((tmp_path / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    # What a stolen CA key could sign: a certificate for someone else's name.
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.org")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("example.org")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "server.crt").write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"permitted subtree violation"):
+        _handshake(tmp_path, "example.org")
+
+
+def test_the_ca_key_can_stay_out_of_the_servers_directory(tmp_path: Path) -> None:
+    server_dir, ca_dir = tmp_path / "server", tmp_path / "ca"
+
+    ensure_certificates(server_dir, ca_directory=ca_dir)
+    report = ensure_certificates(server_dir, ca_directory=ca_dir)
+
+    assert sorted(path.name for path in server_dir.iterdir()) == [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+    ]
+    assert sorted(path.name for path in ca_dir.iterdir()) == ["ca.crt", "ca.key"]
+    assert (server_dir / "ca.crt").read_bytes() == (ca_dir / "ca.crt").read_bytes()
+    assert not report.created_ca
+    assert not report.created_server
+    _handshake(server_dir, "branchloans.com")
 
 
 def test_a_server_certificate_near_expiry_is_replaced(tmp_path: Path) -> None:
@@ -143,9 +205,11 @@ def test_the_certs_command_creates_then_keeps(
 ) -> None:
     directory = tmp_path / "certs"
 
-    assert main(["certs", "--dir", str(directory), "--name", "api.internal"]) == 0
+    command = ["certs", "--dir", str(directory), "--ca-dir", str(tmp_path / "ca")]
+
+    assert main([*command, "--name", "api.internal"]) == 0
     created = capsys.readouterr().out
-    assert main(["certs", "--dir", str(directory), "--name", "api.internal"]) == 0
+    assert main([*command, "--name", "api.internal"]) == 0
     kept = capsys.readouterr().out
 
     assert "created CA" in created

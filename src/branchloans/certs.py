@@ -2,7 +2,9 @@
 
 `ensure_certificates` makes both on first start and keeps them afterwards, so the stack needs
 no openssl step: trust `ca.crt` once (`curl --cacert ca.crt`, or the system/browser store) and
-every certificate it signs is verified.
+every certificate it signs is verified. The CA may only sign for the names it was made for (an
+X.509 name constraint), so trusting it trusts nothing else even if its key leaked; and its key
+can live in a directory of its own, away from the server that uses the certificate.
 """
 
 import ipaddress
@@ -31,19 +33,25 @@ Name = x509.DNSName | x509.IPAddress
 
 @dataclass(frozen=True)
 class CertificatePaths:
-    """Where the CA and the server certificate live inside one directory."""
+    """Where the server certificate (and a copy of the CA certificate) and the CA live."""
 
     directory: Path
+    ca_directory: Path
 
     @property
     def ca_cert(self) -> Path:
-        """The CA certificate clients trust."""
+        """The CA certificate clients trust, beside the server certificate."""
         return self.directory / "ca.crt"
+
+    @property
+    def ca_own_cert(self) -> Path:
+        """The CA certificate beside the CA key."""
+        return self.ca_directory / "ca.crt"
 
     @property
     def ca_key(self) -> Path:
         """The CA's private key."""
-        return self.directory / "ca.key"
+        return self.ca_directory / "ca.key"
 
     @property
     def server_cert(self) -> Path:
@@ -118,12 +126,23 @@ def _fresh(certificate: x509.Certificate, now: datetime) -> bool:
     return certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc - RENEW_BEFORE
 
 
-def _is_ca(certificate: x509.Certificate) -> bool:
+def _permitted(names: list[Name]) -> list[Name]:
+    return [
+        x509.IPAddress(ipaddress.ip_network(name.value))
+        if isinstance(name, x509.IPAddress)
+        else name
+        for name in names
+    ]
+
+
+def _is_ca_for(certificate: x509.Certificate, names: list[Name]) -> bool:
     try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        basic = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints)
     except x509.ExtensionNotFound:
         return False
-    return constraints.value.ca
+    permitted = set(constraints.value.permitted_subtrees or ())
+    return basic.value.ca and set(_permitted(names)) <= permitted
 
 
 def _covered_names(certificate: x509.Certificate) -> set[Name]:
@@ -142,7 +161,9 @@ def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _build_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificate:
+def _build_ca(
+    key: ec.EllipticCurvePrivateKey, names: list[Name], now: datetime
+) -> x509.Certificate:
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Branch Loans"),
@@ -159,6 +180,10 @@ def _build_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificat
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.NameConstraints(permitted_subtrees=_permitted(names), excluded_subtrees=None),
+            critical=True,
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -225,28 +250,34 @@ def ensure_certificates(
     directory: Path,
     names: tuple[str, ...] = DEFAULT_NAMES,
     now: datetime | None = None,
+    ca_directory: Path | None = None,
 ) -> CertificateReport:
-    """Make the CA and a server certificate for `names` in `directory` unless usable ones exist.
+    """Make the CA and a server certificate for `names` unless usable ones exist.
 
-    An existing CA is kept while it is a CA, matches its key and is not near expiry. An existing
-    server certificate is kept while the CA signed it, it covers every name, matches its key and
-    is not near expiry; otherwise a new one is signed (and a new CA made when needed).
+    The server's `server.crt`, `server.key` and a copy of `ca.crt` go to `directory`; the CA's
+    `ca.key` and `ca.crt` to `ca_directory` (default: `directory` too). An existing CA is kept
+    while it is a CA allowed to sign for every name, matches its key and is not near expiry. An
+    existing server certificate is kept while that CA signed it, it covers every name, matches
+    its key and is not near expiry; otherwise a new one is signed (and a new CA made if needed).
     """
     if not names:
         raise ValueError("at least one name is needed for the server certificate")
     now = now or datetime.now(UTC)
-    paths = CertificatePaths(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    paths = CertificatePaths(directory, ca_directory or directory)
+    for folder in (paths.directory, paths.ca_directory):
+        folder.mkdir(parents=True, exist_ok=True)
     wanted = [_subject_name(name) for name in names]
 
-    ca = _load(paths.ca_cert, paths.ca_key)
-    created_ca = ca is None or not (_is_ca(ca[0]) and _fresh(ca[0], now))
+    ca = _load(paths.ca_own_cert, paths.ca_key)
+    created_ca = ca is None or not (_is_ca_for(ca[0], wanted) and _fresh(ca[0], now))
     if ca is None or created_ca:
         ca_key = _new_key()
-        ca = (_build_ca(ca_key, now), ca_key)
+        ca = (_build_ca(ca_key, wanted, now), ca_key)
         _write_key(paths.ca_key, ca_key)
-        _write_cert(paths.ca_cert, ca[0])
+        _write_cert(paths.ca_own_cert, ca[0])
     ca_cert, ca_key = ca
+    if paths.ca_cert != paths.ca_own_cert:
+        _write_cert(paths.ca_cert, ca_cert)
 
     server = _load(paths.server_cert, paths.server_key)
     usable = (

@@ -84,7 +84,8 @@ def _certs(args: argparse.Namespace) -> int:
     from branchloans.certs import DEFAULT_NAMES, ensure_certificates
 
     names = tuple(dict.fromkeys([*DEFAULT_NAMES, *args.name]))
-    report = ensure_certificates(Path(args.dir), names)
+    ca_directory = Path(args.ca_dir) if args.ca_dir else None
+    report = ensure_certificates(Path(args.dir), names, ca_directory=ca_directory)
     paths = report.paths
     print(f"{'created' if report.created_ca else 'kept'} CA {paths.ca_cert}")
     action = "created" if report.created_server else "kept"
@@ -172,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a local CA and a TLS certificate for branchloans.com, localhost and "
         "127.0.0.1 unless valid ones exist",
     )
-    certs.add_argument("--dir", default="certs", help="where the files go (default ./certs)")
+    certs.add_argument(
+        "--dir", default="certs", help="where the server's files and ca.crt go (default ./certs)"
+    )
+    certs.add_argument(
+        "--ca-dir", help="where the CA's key and certificate stay (default: the same as --dir)"
+    )
     certs.add_argument(
         "--name",
         action="append",

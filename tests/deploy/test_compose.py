@@ -350,15 +350,31 @@ def test_nginx_gets_every_variable_its_template_declares(rendered: dict[str, Any
 def test_nginx_serves_the_certificate_the_certs_service_makes(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
     command = _command(services["certs"])
-    made = CertificatePaths(Path(command[-1]))
+    server_dir = command[command.index("--dir") + 1]
+    ca_dir = command[command.index("--ca-dir") + 1]
+    made = CertificatePaths(Path(server_dir), Path(ca_dir))
     mounted = _volume_target(services["nginx"], "certs")
     nginx_env = services["nginx"]["environment"]
 
-    assert command[:2] == ["certs", "--dir"]
-    assert _volume_target(services["certs"], "certs") == command[-1]
+    assert command[0] == "certs"
+    assert _volume_target(services["certs"], "certs") == server_dir
     assert nginx_env["NGINX_CERT"] == f"{mounted}/{made.server_cert.name}"
     assert nginx_env["NGINX_CERT_KEY"] == f"{mounted}/{made.server_key.name}"
     assert "branchloans.com" in nginx_env["NGINX_SERVER_NAMES"].split()
+
+
+def test_only_the_certs_service_holds_the_ca_key(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    command = _command(services["certs"])
+
+    assert _volume_target(services["certs"], "ca") == command[command.index("--ca-dir") + 1]
+    holders = [
+        name
+        for name, service in services.items()
+        for volume in service.get("volumes", [])
+        if volume.split(":")[0] == "ca"
+    ]
+    assert holders == ["certs"]
 
 
 def test_nginx_publishes_http_and_https(rendered: dict[str, Any], environment: str) -> None:
