@@ -1,0 +1,136 @@
+"""JSON schemas, written for these tests, of the custom resources the manifests use.
+
+The Kubernetes schemas shipped by `kubernetes-validate` cover only built-in kinds; the
+CloudNativePG `Cluster` and the Prometheus Operator `ServiceMonitor` are CRDs. These schemas
+describe the subset of each CRD's fields this repository uses, closed to anything else, so a
+misspelt or misplaced field fails here instead of being dropped by the cluster.
+"""
+
+from typing import Any
+
+_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+_QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"}
+_DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$"}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_RESOURCES = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "requests": {"type": "object", "additionalProperties": _QUANTITY},
+        "limits": {"type": "object", "additionalProperties": _QUANTITY},
+    },
+}
+_METADATA = {
+    "type": "object",
+    "required": ["name", "namespace"],
+    "properties": {
+        "name": _NAME,
+        "namespace": _NAME,
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+    "additionalProperties": False,
+}
+
+
+def _resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+    }
+
+
+CNPG_CLUSTER = _resource(
+    "postgresql.cnpg.io/v1",
+    "Cluster",
+    {
+        "type": "object",
+        "required": ["instances", "storage"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": {"type": "integer", "minimum": 1},
+            "primaryUpdateStrategy": {"enum": ["unsupervised", "supervised"]},
+            "primaryUpdateMethod": {"enum": ["switchover", "restart"]},
+            "enablePDB": {"type": "boolean"},
+            "bootstrap": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "initdb": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["database", "owner"],
+                        "properties": {"database": _NAME, "owner": _NAME},
+                    }
+                },
+            },
+            "postgresql": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"parameters": _STRING_MAP},
+            },
+            "storage": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["size"],
+                "properties": {"size": _QUANTITY, "storageClass": {"type": "string"}},
+            },
+            "resources": _RESOURCES,
+            "affinity": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "enablePodAntiAffinity": {"type": "boolean"},
+                    "topologyKey": {"type": "string"},
+                    "podAntiAffinityType": {"enum": ["preferred", "required"]},
+                },
+            },
+        },
+    },
+)
+
+SERVICE_MONITOR = _resource(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    {
+        "type": "object",
+        "required": ["selector", "endpoints"],
+        "additionalProperties": False,
+        "properties": {
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": _STRING_MAP},
+            },
+            "endpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["port", "path"],
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "interval": _DURATION,
+                        "scrapeTimeout": _DURATION,
+                        "scheme": {"enum": ["http", "https"]},
+                    },
+                },
+            },
+        },
+    },
+)
+
+SCHEMAS = {
+    ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+}
