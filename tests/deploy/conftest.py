@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.deploy.support import (
     COMPOSE_FILE,
     ENV_DIR,

@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 import yaml
 from sqlalchemy import make_url
+
+from branchloans.certs import CertificatePaths
 from tests.deploy.conftest import environment_values
 from tests.deploy.support import (
     ENV_DIR,
@@ -28,8 +30,6 @@ from tests.deploy.support import (
     template_variables,
 )
 from tests.support import make_settings
-
-from branchloans.certs import CertificatePaths
 
 SERVICES = {"certs", "db", "migrate", "api", "nginx", "prometheus", "grafana"}
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from tests.deploy.support import REPO
 
 CONTAINERFILE = REPO / "Containerfile"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.deploy.support import DASHBOARD_FILE, GRAFANA_DIR, PROMETHEUS_DIR
 
 # The metric names the API's /metrics exposes, by contract.

@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from branchloans.certs import ensure_certificates
 from tests.deploy.support import (
     NGINX_TEMPLATE,
     free_port,
@@ -12,8 +13,6 @@ from tests.deploy.support import (
     template_variables,
     write_nginx_config,
 )
-
-from branchloans.certs import ensure_certificates
 
 
 def nginx_values(rendered: dict[str, Any], certs: Path) -> dict[str, str]:

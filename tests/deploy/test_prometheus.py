@@ -3,6 +3,7 @@
 import subprocess
 
 import pytest
+
 from tests.deploy.support import PROMETHEUS_DIR, require
 
 

@@ -20,6 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from branchloans.certs import ensure_certificates
+from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
 from tests.deploy.support import (
     DASHBOARD_FILE,
     PROMETHEUS_DIR,
@@ -28,9 +31,6 @@ from tests.deploy.support import (
     write_nginx_config,
 )
 from tests.support import throwaway_database_url
-
-from branchloans.certs import ensure_certificates
-from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
 
 BIN = Path(sys.executable).parent
 STARTUP_SECONDS = 30
