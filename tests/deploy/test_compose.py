@@ -466,3 +466,16 @@ def test_the_api_containers_drop_privileges(compose_document: dict[str, Any]) ->
         assert services[name]["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in services[name]["security_opt"]
     assert services["certs"]["network_mode"] == "none"
+
+
+def test_every_public_image_is_pinned_to_a_version(compose_document: dict[str, Any]) -> None:
+    images = [
+        service["image"]
+        for service in compose_document["services"].values()
+        if not service["image"].startswith("${")
+    ]
+
+    assert len(images) == 4
+    for image in images:
+        _, _, tag = image.partition(":")
+        assert re.match(r"v?\d+(\.\d+)*(-[a-z]+)?$", tag), image
