@@ -3,7 +3,6 @@ transaction per test that is rolled back when the test ends."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -13,15 +12,32 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from branchloans.app import create_app
 from branchloans.config import Settings
-from branchloans.db import get_session
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
-from tests.support import SERVER_URL, make_settings, serving, throwaway_database_url
+from tests.support import (
+    SERVER_URL,
+    client_in_transaction,
+    make_settings,
+    serving,
+    throwaway_database_url,
+)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database created for this run, migrated to head with Alembic, dropped at the end."""
     url = throwaway_database_url("run")
+    asyncio.run(create_database_if_missing(url))
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@pytest.fixture
+def migrated_database_url() -> Iterator[str]:
+    """A database of the test's own, migrated to head, for data that must really commit."""
+    url = throwaway_database_url("committed")
     asyncio.run(create_database_if_missing(url))
     try:
         upgrade_to_head(url)
@@ -110,27 +126,6 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     ) as test_session:
         yield test_session
-
-
-@asynccontextmanager
-async def client_in_transaction(
-    app: FastAPI, connection: AsyncConnection
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for `app` whose every request works inside the test's transaction."""
-
-    async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
-        async with AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as request_session:
-            yield request_session
-
-    app.dependency_overrides[get_session] = session_in_test_transaction
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        app.dependency_overrides.pop(get_session, None)
 
 
 @pytest.fixture

@@ -1,16 +1,22 @@
 """Helpers the tests share that are not fixtures."""
 
+import json
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from branchloans.app import create_app
 from branchloans.config import Settings
+from branchloans.db import get_session
 
 SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -30,8 +36,75 @@ def with_password(database_url: str, password: str = "k3Jq9vXz2Lw8") -> str:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    """Settings for a test, ignoring any `.env` file in the working directory."""
+    """Settings for a test, ignoring any `.env` file in the working directory.
+
+    Scrape-time database figures are read afresh on every scrape unless a test says otherwise.
+    """
+    overrides.setdefault("metrics_cache_seconds", 0)
     return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a Prometheus text exposition, keyed by name and label set."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float | None:
+    """The value of one series, or None when it is absent."""
+    return samples.get((name, frozenset(labels.items())))
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    """Each line of captured output parsed as JSON; a line that is not JSON fails the test."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def client_in_transaction(
+    app: FastAPI, connection: AsyncConnection, **transport_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `app` whose every request works inside the transaction of `connection`."""
+
+    async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as request_session:
+            yield request_session
+
+    app.dependency_overrides[get_session] = session_in_test_transaction
+    transport = httpx.ASGITransport(app=app, **transport_options)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        app.dependency_overrides.pop(get_session, None)
+
+
+@asynccontextmanager
+async def started_client(
+    app: FastAPI, connection: AsyncConnection, **transport_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start `app` (its lifespan) and give a client in the test's transaction."""
+    async with (
+        app.router.lifespan_context(app),
+        client_in_transaction(app, connection, **transport_options) as http,
+    ):
+        yield http
 
 
 @asynccontextmanager
@@ -39,7 +112,7 @@ async def serving(
     settings: Settings,
     *,
     install: Callable[[FastAPI], Awaitable[None]] | None = None,
-    raise_app_exceptions: bool = True,
+    **transport_options: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A started app built from `settings` (plus any routes `install` adds) and a client for
     it, with no test transaction."""
@@ -47,6 +120,6 @@ async def serving(
     if install is not None:
         await install(application)
     async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=raise_app_exceptions)
+        transport = httpx.ASGITransport(app=application, **transport_options)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http

@@ -1,8 +1,16 @@
 """The published API description: what /docs, /redoc and client generators read."""
 
+import json
+import uuid
+from datetime import date
+from decimal import Decimal
+
 import httpx
 
 from branchloans.loans.lifecycle import LoanAction
+from branchloans.loans.schedule import build_schedule
+from branchloans.loans.schemas import LoanSchedule
+from branchloans.responses import dump_json
 
 
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
@@ -14,6 +22,7 @@ async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
         "/readiness",
         "/api/loans",
         "/api/loans/{loan_id}",
+        "/api/loans/{loan_id}/schedule",
         "/api/stats",
         "/api/loans/{loan_id}/events",
         *(f"/api/loans/{{loan_id}}/{action}" for action in LoanAction),
@@ -72,3 +81,28 @@ async def test_openapi_documents_the_api_key_scheme_and_its_refusals(
     assert create["security"] == [{"ApiKey": []}]
     assert {"401", "403"} <= set(create["responses"])
     assert "security" not in schema["paths"]["/health"]["get"]
+
+
+async def test_openapi_documents_the_schedule_and_its_problems(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    responses = document["paths"]["/api/loans/{loan_id}/schedule"]["get"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/LoanSchedule"
+    }
+    for status in ("404", "409", "422"):
+        assert "application/problem+json" in responses[status]["content"]
+    instalment = document["components"]["schemas"]["Instalment"]["properties"]
+    assert instalment["payment"]["type"] == "number"
+    assert instalment["due_date"]["format"] == "date"
+
+
+async def test_openapi_schedule_example_is_what_the_api_computes(
+    client: httpx.AsyncClient,
+) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    (example,) = schemas["LoanSchedule"]["examples"]
+
+    schedule = build_schedule(Decimal("1000.00"), "USD", 3, Decimal("12.00"), date(2025, 1, 31))
+    computed = LoanSchedule(loan_id=uuid.UUID(example["loan_id"]), **dict(schedule))
+    assert json.loads(dump_json(computed.model_dump())) == example

@@ -17,6 +17,11 @@ from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision
+from branchloans.observability.logs import configure_logging
+from branchloans.observability.metrics import Metrics
+from branchloans.observability.middleware import ObservabilityMiddleware
+from branchloans.observability.proxies import TrustedProxies
+from branchloans.observability.router import router as metrics_router
 from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
@@ -29,7 +34,7 @@ Microloans: apply for a loan, read loans and portfolio statistics.
 
 Money is exact: amounts and rates are JSON numbers carried as decimals end to end.
 Every error is an RFC 9457 `application/problem+json` document; validation problems
-list each offending field in `errors`.
+list each offending field in `errors`. Every response carries an `X-Request-ID`.
 """
 
 
@@ -54,6 +59,8 @@ send it back in `If-Match` to act only if nobody changed the loan meanwhile (els
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; the database engine is opened at startup and closed at shutdown."""
     settings = settings or get_settings()
+    configure_logging(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.idempotency_purge_interval
             else None
         )
+        pool_watch = (
+            asyncio.create_task(metrics.pool.follow(database.engine.pool))
+            if settings.metrics_enabled
+            else None
+        )
         try:
             yield
         finally:
@@ -76,7 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 purger.cancel()
                 with suppress(asyncio.CancelledError):
                     await purger
+            if pool_watch is not None:
+                pool_watch.cancel()
+                with suppress(asyncio.CancelledError):
+                    await pool_watch
             await database.engine.dispose()
+            metrics.close()
 
     app = FastAPI(
         title="Branch Loans API",
@@ -87,11 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "loans", "description": LOANS_DESCRIPTION},
             {"name": "health", "description": "Probes for load balancers and orchestrators."},
+            {"name": "monitoring", "description": "Prometheus metrics (see MONITORING.md)."},
         ],
     )
     app.state.settings = settings
     app.state.api_keys = KeyCache(settings.api_key_cache_seconds)
     app.state.alembic_head = head_revision()
+    app.state.metrics = metrics
     install_problem_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -111,6 +130,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Location", "Idempotent-Replayed", "X-Request-ID"],
         )
     app.add_middleware(SecurityHeadersMiddleware)
+    # Added last, so it is the outermost: it sees every response, including the 413 above.
+    app.add_middleware(
+        ObservabilityMiddleware,
+        trusted_proxies=TrustedProxies(settings.trusted_proxies),
+        http_metrics=metrics.http if settings.metrics_enabled else None,
+    )
     app.include_router(health_router)
     app.include_router(loans_router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     return app

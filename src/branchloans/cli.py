@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -16,23 +17,40 @@ T = TypeVar("T")
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from branchloans.observability import multiprocess
+    from branchloans.observability.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    metrics_dir, made_here = None, False
+    if settings.metrics_enabled:
+        # Before uvicorn imports the app (here or in a worker), so prometheus_client starts
+        # in multiprocess mode and a scrape of any worker sums them all.
+        metrics_dir, made_here = multiprocess.prepare_directory()
+
     import uvicorn
 
-    uvicorn.run(
-        "branchloans.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=None if args.reload else args.workers,
-        reload=args.reload,
-        reload_dirs=["src"] if args.reload else None,
-        loop="uvloop",
-        http="httptools",
-        # The application logs one line per request itself; uvicorn's own would double it.
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    try:
+        uvicorn.run(
+            "branchloans.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=None if args.reload else args.workers,
+            reload=args.reload,
+            reload_dirs=["src"] if args.reload else None,
+            loop="uvloop",
+            http="httptools",
+            # The application logs one line per request itself; uvicorn's own would double it.
+            access_log=False,
+            log_config=None,
+            # The application reads X-Forwarded-For itself, from TRUSTED_PROXIES only.
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        if made_here and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Settings read from the environment (and an optional `.env` file)."""
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal, Self
@@ -35,6 +36,8 @@ class AppEnv(StrEnum):
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["json", "console"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(BaseSettings):
@@ -45,6 +48,14 @@ class Settings(BaseSettings):
     app_env: AppEnv = AppEnv.DEVELOPMENT
     database_url: PostgresDsn = PostgresDsn(DEFAULT_DATABASE_URL)
     log_level: LogLevel = "INFO"
+    log_format: Annotated[
+        LogFormat | None, Field(description="json or console; unset: console in development")
+    ] = None
+    trusted_proxies: Annotated[
+        tuple[IPNetwork, ...],
+        NoDecode,
+        Field(description="peers whose X-Forwarded-For names the client; comma-separated"),
+    ] = (ipaddress.IPv4Network("127.0.0.1/32"),)
 
     db_pool_size: Annotated[int, Field(ge=1, le=100)] = 10
     db_max_overflow: Annotated[int, Field(ge=0, le=100)] = 5
@@ -62,6 +73,11 @@ class Settings(BaseSettings):
     ] = 1.5
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+
+    metrics_enabled: bool = True
+    metrics_cache_seconds: Annotated[
+        float, Field(ge=0, description="seconds a scrape reuses the database figures")
+    ] = 5.0
 
     idempotency_key_ttl_hours: Annotated[
         float, Field(gt=0, description="how long a stored Idempotency-Key answer is replayed")
@@ -114,6 +130,26 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted_proxies(cls, value: object) -> object:
+        # "10.0.0.7, 172.16.0.0/12": a host is a network of one address; host bits are forgiven.
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(
+            ipaddress.ip_network(item.strip() if isinstance(item, str) else item, strict=False)
+            for item in items
+            if not isinstance(item, str) or item.strip()
+        )
+
     @field_validator("database_url", "migration_database_url")
     @classmethod
     def _require_asyncpg(cls, value: PostgresDsn | None) -> PostgresDsn | None:
@@ -145,6 +181,13 @@ class Settings(BaseSettings):
                     f"set a generated one in {name}"
                 )
         return self
+
+    @property
+    def resolved_log_format(self) -> LogFormat:
+        """LOG_FORMAT, or its default: readable console lines in development, JSON elsewhere."""
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.app_env is AppEnv.DEVELOPMENT else "json"
 
     @property
     def database_name(self) -> str:

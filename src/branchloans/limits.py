@@ -4,6 +4,7 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from branchloans.problems import problem_body
 from branchloans.responses import ProblemResponse
 
 
@@ -36,13 +37,12 @@ class BodyLimitMiddleware:
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             response = ProblemResponse(
-                {
-                    "type": "about:blank",
-                    "title": "Content Too Large",
-                    "status": 413,
-                    "detail": _too_large_detail(self.max_bytes),
-                    "instance": scope["path"],
-                },
+                problem_body(
+                    scope["path"],
+                    413,
+                    title="Content Too Large",
+                    detail=_too_large_detail(self.max_bytes),
+                ),
                 status_code=413,
                 headers={"Connection": "close"},
             )

@@ -13,6 +13,7 @@ from sqlalchemy import exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from branchloans.observability.request_ids import current_request_id
 from branchloans.responses import ProblemResponse
 
 PROBLEM_BASE = "https://branchloans.com/problems/"
@@ -41,6 +42,9 @@ class Problem(BaseModel):
     status: int
     detail: str | None = None
     instance: str | None = Field(default=None, description="The request path that failed.")
+    request_id: str | None = Field(
+        default=None, description="The request's X-Request-ID, to find its log lines."
+    )
     errors: list[FieldError] | None = Field(
         default=None, description="Each invalid field, for validation problems."
     )
@@ -68,6 +72,34 @@ class ProblemError(Exception):
         self.extensions = extensions
 
 
+UNEXPECTED_DETAIL = "The server failed to handle this request; it has been logged."
+
+
+def problem_body(
+    instance: str,
+    status: int,
+    *,
+    title: str | None = None,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    **extensions: Any,
+) -> dict[str, Any]:
+    """The problem document for a request to `instance`, with the request's id."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body["instance"] = instance
+    request_id = current_request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
+    body.update(extensions)
+    return body
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -79,15 +111,9 @@ def problem_response(
     **extensions: Any,
 ) -> ProblemResponse:
     """Build the problem+json response for a failed request."""
-    body: dict[str, Any] = {
-        "type": type_,
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    body["instance"] = request.url.path
-    body.update(extensions)
+    body = problem_body(
+        request.url.path, status, title=title, detail=detail, type_=type_, **extensions
+    )
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
@@ -207,9 +233,7 @@ async def _handle_database_error(request: Request, error: Exception) -> ProblemR
 
 async def _handle_unexpected(request: Request, exc: Exception) -> ProblemResponse:
     logger.error("unhandled exception", exc_info=exc)
-    return problem_response(
-        request, 500, detail="The server failed to handle this request; it has been logged."
-    )
+    return problem_response(request, 500, detail=UNEXPECTED_DETAIL)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -221,4 +245,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     # (sqlalchemy TimeoutError) or a server shutting down is an outage (503), not a bug (500).
     for error in (OSError, exc.DBAPIError, exc.TimeoutError):
         app.add_exception_handler(error, _handle_database_error)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    # Any other exception is answered and logged by ObservabilityMiddleware: a handler here
+    # would run in Starlette's ServerErrorMiddleware, which re-raises, and uvicorn would log
+    # the same failure a second time.

@@ -5,6 +5,7 @@ Each check is also shown failing on a copy of the workflow broken the way it gua
 from typing import Any
 
 import pytest
+
 from tests.ci import pipeline
 
 

@@ -4,6 +4,7 @@ broken workflow before it reaches GitHub."""
 from pathlib import Path
 
 import pytest
+
 from tests.ci import pipeline
 
 BROKEN_SCHEMA = """\

@@ -234,10 +234,6 @@ def test_service_monitor_scrapes_the_services_http_port(overlay: str) -> None:
     assert endpoint["path"] == "/metrics"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/metrics arrives with the observability work; remove this mark once merged",
-)
 async def test_app_serves_the_path_the_service_monitor_scrapes(
     client: httpx.AsyncClient,
 ) -> None:

@@ -9,13 +9,13 @@ import pytest
 from fastapi import Request
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support import make_settings, serving
 
 from branchloans.config import Settings
 from branchloans.db import SessionDep
 from branchloans.idempotency.models import IdempotencyKey
 from branchloans.idempotency.service import purge_expired_keys, run_write
 from branchloans.loans.models import Loan, LoanEvent
+from tests.support import make_settings, serving
 
 LOAN = {"borrower_id": "usr_retry", "amount": 1200.50, "currency": "INR", "term_months": 6}
 

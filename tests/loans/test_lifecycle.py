@@ -4,15 +4,16 @@ import asyncio
 import itertools
 import random
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
-from branchloans.loans.models import LoanEvent, LoanStatus
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus
 
 NEW_LOAN = {"borrower_id": "usr_ke_42", "amount": 2500.00, "currency": "KES", "term_months": 6}
 
@@ -346,3 +347,25 @@ async def test_twenty_concurrent_actions_leave_a_coherent_history(
     assert (await committed_client.get(f"/api/loans/{loan_id}")).headers["etag"] == (
         f'"{len(events)}"'
     )
+
+
+async def test_schedule_counts_from_disbursement_once_disbursed(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan_id = (await client.post("/api/loans", json={**NEW_LOAN, "interest_rate_apr": 12})).json()[
+        "id"
+    ]
+    await session.execute(
+        update(Loan)
+        .where(Loan.id == uuid.UUID(loan_id))
+        .values(created_at=datetime(2025, 1, 31, 12, tzinfo=UTC), updated_at=func.now())
+    )
+    before = (await client.get(f"/api/loans/{loan_id}/schedule")).json()
+    await act(client, loan_id, LoanAction.APPROVE)
+    disbursed = (await act(client, loan_id, LoanAction.DISBURSE)).json()
+
+    after = (await client.get(f"/api/loans/{loan_id}/schedule")).json()
+
+    assert before["start_date"] == "2025-01-31"
+    assert before["instalments"][0]["due_date"] == "2025-02-28"
+    assert after["start_date"] == disbursed["disbursed_at"][:10]

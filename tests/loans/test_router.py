@@ -1,7 +1,7 @@
 """The loans API over HTTP, checked against what Postgres holds."""
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -110,6 +110,61 @@ async def test_amount_outside_limits_is_refused_and_nothing_stored(
     assert response.headers["content-type"] == "application/problem+json"
     assert [error["field"] for error in response.json()["errors"]] == ["amount"]
     assert await count_loans(session) == 0
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount"), [("VND", "100.5"), ("JPY", "0.01"), ("VND", "35000.10")]
+)
+async def test_amount_with_decimals_in_a_currency_without_them_is_refused(
+    client: httpx.AsyncClient, session: AsyncSession, currency: str, amount: str
+) -> None:
+    response = await post_raw(
+        client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "{currency}"}}'
+    )
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [
+        {
+            "field": "amount",
+            "location": "body",
+            "message": f"{currency} allows no decimals",
+            "type": "decimal_max_places",
+        }
+    ]
+    assert await count_loans(session) == 0
+
+
+@pytest.mark.parametrize("amount", ["100", "100.0", "100.00", '"35000"'])
+async def test_whole_amount_in_a_currency_without_decimals_is_accepted(
+    client: httpx.AsyncClient, amount: str
+) -> None:
+    response = await post_raw(
+        client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "VND"}}'
+    )
+
+    assert response.status_code == 201, response.text
+
+
+async def test_three_decimal_currency_amount_with_two_decimals_is_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await post_raw(client, '{"borrower_id": "b", "amount": 1.25, "currency": "KWD"}')
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("amount", ["1.005", "0.001"])
+async def test_three_decimal_currency_amount_beyond_the_two_decimals_stored_is_refused(
+    client: httpx.AsyncClient, amount: str
+) -> None:
+    # KWD has 3 minor digits, but loans.amount keeps 2: a third would be lost, so it is refused.
+    response = await post_raw(
+        client, f'{{"borrower_id": "b", "amount": {amount}, "currency": "KWD"}}'
+    )
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == ["amount"]
 
 
 @pytest.mark.parametrize("amount", ["true", '"abc"', '"NaN"', '"Infinity"', "null", "[]"])
@@ -356,3 +411,195 @@ async def test_stats_count_and_sum_by_status_and_currency(client: httpx.AsyncCli
     assert stats["by_status"]["approved"] == 0
     assert stats["by_currency"] == {"INR": 2, "USD": 1}
     assert '"amount_by_currency":{"INR":300.01,"USD":50.00}' in response.text
+
+
+async def loan_created_at(
+    client: httpx.AsyncClient, session: AsyncSession, when: datetime, **changes: Any
+) -> str:
+    """Apply for the valid loan with `changes`, then backdate its creation to `when`."""
+    loan_id = (await client.post("/api/loans", json=loan_with(**changes))).json()["id"]
+    loan = await session.get(Loan, uuid.UUID(loan_id))
+    assert loan is not None
+    loan.created_at = loan.updated_at = when
+    await session.commit()
+    return loan_id
+
+
+JAN_31 = datetime(2025, 1, 31, 10, 0, tzinfo=UTC)
+THOUSAND_DOLLARS_OVER_A_YEAR: dict[str, Any] = {
+    "amount": "1000.00",
+    "currency": "USD",
+    "term_months": 12,
+    "interest_rate_apr": "12.00",
+}
+
+
+async def test_schedule_lists_each_instalment_exactly(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan_id = await loan_created_at(client, session, JAN_31, **THOUSAND_DOLLARS_OVER_A_YEAR)
+
+    response = await client.get(f"/api/loans/{loan_id}/schedule")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["loan_id"] == loan_id
+    assert body["start_date"] == "2025-01-31"
+    assert len(body["instalments"]) == 12
+    # 1000 * 0.01 / (1 - 1.01^-12) = 88.8488 -> 88.85; the last absorbs the rounding.
+    assert '"principal":1000.00,"term_months":12,"interest_rate_apr":12.00' in response.text
+    assert '"payment":88.85,"instalments"' in response.text
+    assert (
+        '{"number":1,"due_date":"2025-02-28","payment":88.85,"principal":78.85,'
+        '"interest":10.00,"balance":921.15}'
+    ) in response.text
+    assert (
+        '{"number":12,"due_date":"2026-01-31","payment":88.84,"principal":87.96,'
+        '"interest":0.88,"balance":0.00}'
+    ) in response.text
+    assert '"totals":{"principal":1000.00,"interest":66.19,"payable":1066.19}' in response.text
+
+
+async def test_schedule_due_dates_keep_the_day_clamped_at_month_end(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan_id = await loan_created_at(client, session, JAN_31, **THOUSAND_DOLLARS_OVER_A_YEAR)
+
+    body = (await client.get(f"/api/loans/{loan_id}/schedule")).json()
+
+    assert [row["due_date"] for row in body["instalments"][:4]] == [
+        "2025-02-28",
+        "2025-03-31",
+        "2025-04-30",
+        "2025-05-31",
+    ]
+
+
+async def test_schedule_counts_from_the_creation_day_in_utc(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # 23:30 in New York on 31 January is 04:30 UTC on 1 February.
+    evening = datetime(2025, 1, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    loan_id = await loan_created_at(client, session, evening, **THOUSAND_DOLLARS_OVER_A_YEAR)
+
+    body = (await client.get(f"/api/loans/{loan_id}/schedule")).json()
+
+    assert body["start_date"] == "2025-02-01"
+    assert body["instalments"][0]["due_date"] == "2025-03-01"
+
+
+async def test_schedule_of_a_currency_without_decimals_has_none(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan_id = await loan_created_at(
+        client, session, JAN_31, amount=35000, currency="VND", interest_rate_apr="20"
+    )
+
+    response = await client.get(f"/api/loans/{loan_id}/schedule")
+
+    assert '"principal":35000,' in response.text
+    assert '"payment":3242,' in response.text
+    assert '"totals":{"principal":35000,"interest":3905,"payable":38905}' in response.text
+    figures = [
+        value for row in response.json()["instalments"] for key, value in row.items()
+        if key not in ("number", "due_date")
+    ]  # fmt: skip
+    assert all(isinstance(figure, int) for figure in figures)
+
+
+async def test_schedule_of_a_zero_rate_loan_has_no_interest(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan_id = await loan_created_at(
+        client, session, JAN_31, amount="1000.00", currency="USD", term_months=3,
+        interest_rate_apr=0,
+    )  # fmt: skip
+
+    response = await client.get(f"/api/loans/{loan_id}/schedule")
+
+    assert response.status_code == 200
+    assert [row["principal"] for row in response.json()["instalments"]] == [
+        333.33, 333.33, 333.34,
+    ]  # fmt: skip
+    assert '"totals":{"principal":1000.00,"interest":0.00,"payable":1000.00}' in response.text
+
+
+@pytest.mark.parametrize(
+    "missing", [["term_months"], ["interest_rate_apr"], ["term_months", "interest_rate_apr"]]
+)
+async def test_schedule_of_a_loan_without_term_or_rate_is_409_naming_what_is_missing(
+    client: httpx.AsyncClient, missing: list[str]
+) -> None:
+    loan_id = (
+        await client.post("/api/loans", json=loan_with(**dict.fromkeys(missing, ...)))
+    ).json()["id"]
+
+    response = await client.get(f"/api/loans/{loan_id}/schedule")
+
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "https://branchloans.com/problems/schedule-unavailable"
+    assert problem["title"] == "Schedule unavailable"
+    assert problem["missing"] == missing
+    assert all(name in problem["detail"].split(";")[0] for name in missing)
+    assert problem["instance"] == f"/api/loans/{loan_id}/schedule"
+
+
+async def test_schedule_of_a_stored_amount_finer_than_its_currency_is_409(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # Written before POST refused such amounts, or by another writer.
+    loan = Loan(
+        borrower_id="b", amount=Decimal("100.50"), currency="VND", term_months=3,
+        interest_rate_apr=Decimal("10"),
+    )  # fmt: skip
+    session.add(loan)
+    await session.commit()
+
+    response = await client.get(f"/api/loans/{loan.id}/schedule")
+
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["type"] == "https://branchloans.com/problems/schedule-unavailable"
+    assert "100.50" in problem["detail"]
+    assert "VND" in problem["detail"]
+    assert "missing" not in problem
+
+
+async def test_schedule_of_a_stored_currency_without_minor_unit_is_409(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # The table accepts any three capitals; gold has no minor unit to round to.
+    loan = Loan(
+        borrower_id="b", amount=Decimal("10"), currency="XAU", term_months=3,
+        interest_rate_apr=Decimal("10"),
+    )  # fmt: skip
+    session.add(loan)
+    await session.commit()
+
+    response = await client.get(f"/api/loans/{loan.id}/schedule")
+
+    assert response.status_code == 409
+    assert "XAU" in response.json()["detail"]
+
+
+async def test_schedule_of_unknown_loan_is_404_problem(client: httpx.AsyncClient) -> None:
+    missing = uuid.uuid4()
+
+    response = await client.get(f"/api/loans/{missing}/schedule")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["title"] == "Loan not found"
+    assert str(missing) in response.json()["detail"]
+
+
+async def test_schedule_of_malformed_id_is_422_problem_naming_the_id(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/loans/not-a-uuid/schedule")
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "loan_id"

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from branchloans.auth.dependencies import PrincipalDep, requires
 from branchloans.auth.models import Scope
@@ -13,12 +14,14 @@ from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
 from branchloans.loans import service
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
+from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, Loan, LoanStatus
 from branchloans.loans.schemas import (
     Currency,
     LoanCreate,
     LoanEventRead,
     LoanRead,
+    LoanSchedule,
     LoanStats,
     TransitionRequest,
 )
@@ -112,6 +115,22 @@ async def list_loans(
     return JSONResponse([LoanRead.model_validate(loan).model_dump() for loan in loans])
 
 
+def _refuse_extra_decimals(application: LoanCreate) -> None:
+    # Reported as a field error at `amount`, alongside the ones pydantic finds on its own.
+    message = application.amount_decimals_error()
+    if message is not None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "decimal_max_places",
+                    "loc": ("body", "amount"),
+                    "msg": message,
+                    "input": application.amount,
+                }
+            ]
+        )
+
+
 @router.get(
     "/loans/{loan_id}",
     response_model=LoanRead,
@@ -136,6 +155,32 @@ async def get_loan(
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
     return _loan_response(loan)
+
+
+@router.get(
+    "/loans/{loan_id}/schedule",
+    response_model=LoanSchedule,
+    summary="Repayment schedule of a loan",
+    dependencies=READ,
+    responses={
+        404: _problem("No loan has this id."),
+        409: _problem(
+            "No schedule exists: the loan has no term or no rate (`missing` lists which), "
+            "or an amount its currency cannot pay exactly."
+        ),
+        422: _problem("The id is not a UUID."),
+    },
+)
+async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
+    """Equal monthly instalments repaying the loan, exact to its currency's minor unit.
+
+    Each row gives the due date, the payment, its principal and interest parts, and the
+    balance left. The monthly rate is APR / 100 / 12 (nominal APR, compounded monthly).
+    Instalment k is due k months after the day (UTC) the loan was disbursed (created, before
+    disbursement), on the same day of the month or the month's last day. The last instalment
+    absorbs the rounding, so the principal parts sum to the amount and the balance ends at zero.
+    """
+    return JSONResponse((await service.get_schedule(session, loan_id)).model_dump())
 
 
 @router.post(
@@ -166,16 +211,25 @@ async def create_loan(
     session: SessionDep,
     context: ChangeContextDep,
     request: Request,
+    metrics: LoanMetricsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Create a loan application; it starts as `pending`, and its history with one event."""
+    _refuse_extra_decimals(application)
 
     async def create() -> Response:
         loan = await service.create_loan(session, application, context)
         location = request.url_for("get_loan", loan_id=loan.id).path
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
-    return await run_write(session, request, idempotency_key, context.scope, create)
+    response = await run_write(session, request, idempotency_key, context.scope, create)
+    # Counted once committed, and once per loan: a replayed answer created nothing.
+    if (
+        response.status_code == status.HTTP_201_CREATED
+        and "Idempotent-Replayed" not in response.headers
+    ):
+        metrics.loan_created(application.currency, application.amount)
+    return response
 
 
 @router.get(

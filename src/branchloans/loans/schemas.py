@@ -1,7 +1,7 @@
 """Request and response bodies of the loans API."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -15,7 +15,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from branchloans.currencies import is_currency
+from branchloans.currencies import MINOR_UNITS, is_currency
 from branchloans.loans.models import (
     BORROWER_ID_MAX_LENGTH,
     MAX_AMOUNT,
@@ -26,6 +26,17 @@ from branchloans.loans.models import (
 )
 
 CENT = Decimal("0.01")
+STORED_AMOUNT_DECIMALS = 2
+"""Decimals the `loans.amount` column keeps (NUMERIC(12, 2))."""
+
+
+def amount_decimals(currency: str) -> int:
+    """How many decimals an amount in `currency` may have.
+
+    The currency's ISO 4217 minor unit (0 for VND, 2 for INR), but never more than the column
+    stores: a KWD or BHD amount (3 minor digits) is refused beyond 2 decimals.
+    """
+    return min(MINOR_UNITS[currency], STORED_AMOUNT_DECIMALS)
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -120,6 +131,19 @@ class LoanCreate(BaseModel):
     currency: Currency
     term_months: TermMonths | None = None
     interest_rate_apr: InterestRateApr | None = None
+
+    def amount_decimals_error(self) -> str | None:
+        """Why the amount has too many decimals for its currency, or None when it has not.
+
+        Not a validator: pydantic has no supported way to report a check of two fields at
+        `amount`, where the client must see it, so the router reports it.
+        """
+        allowed = amount_decimals(self.currency)
+        if self.amount == self.amount.quantize(Decimal(1).scaleb(-allowed)):
+            return None
+        if allowed == 0:
+            return f"{self.currency} allows no decimals"
+        return f"{self.currency} allows at most {allowed} decimals"
 
 
 class LoanRead(BaseModel):
@@ -238,3 +262,102 @@ class LoanEventRead(BaseModel):
     request_id: str | None
     actor: str | None = Field(description="Who acted, when the request was authenticated.")
     occurred_at: datetime
+
+
+class Instalment(BaseModel):
+    """One monthly instalment of a repayment schedule."""
+
+    number: int = Field(description="1 for the first instalment.")
+    due_date: date = Field(
+        description="The start date plus `number` months, same day of the month or the "
+        "month's last day when it is shorter."
+    )
+    payment: DecimalNumber = Field(description="What the borrower pays: principal + interest.")
+    principal: DecimalNumber = Field(description="The part of the payment that repays the loan.")
+    interest: DecimalNumber = Field(
+        description="The month's interest: the previous balance times APR / 100 / 12, "
+        "rounded half-even to the currency's minor unit."
+    )
+    balance: DecimalNumber = Field(description="What remains owed after this payment.")
+
+
+class ScheduleTotals(BaseModel):
+    """Sums over every instalment."""
+
+    principal: DecimalNumber = Field(description="Always the loan amount.")
+    interest: DecimalNumber
+    payable: DecimalNumber = Field(description="Principal plus interest.")
+
+
+class RepaymentSchedule(BaseModel):
+    """What a borrower owes, month by month, exact to the currency's minor unit."""
+
+    currency: str
+    principal: DecimalNumber = Field(description="The loan amount, in the currency's decimals.")
+    term_months: int
+    interest_rate_apr: DecimalNumber = Field(
+        description="Nominal annual rate in percent, compounded monthly (APR / 100 / 12 a month)."
+    )
+    start_date: date = Field(
+        description="The day (UTC) instalments are counted from: instalment k is due k months on."
+    )
+    payment: DecimalNumber = Field(
+        description="The regular instalment: the annuity rounded half-even to the minor unit. "
+        "The last instalment absorbs the rounding. Over long terms at high rates, where equal "
+        "instalments would compound their rounding, some differ from it by a minor unit or two "
+        "so that the interest stays the exact annuity's."
+    )
+    instalments: list[Instalment]
+    totals: ScheduleTotals
+
+
+class _LoanReference(BaseModel):
+    loan_id: uuid.UUID
+
+
+# _LoanReference comes last among the bases so that pydantic puts its field first.
+class LoanSchedule(RepaymentSchedule, _LoanReference):
+    """A loan's repayment schedule, as `GET /api/loans/{loan_id}/schedule` answers it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "loan_id": "00000000-0000-0000-0000-000000000007",
+                    "currency": "USD",
+                    "principal": 1000.00,
+                    "term_months": 3,
+                    "interest_rate_apr": 12.00,
+                    "start_date": "2025-01-31",
+                    "payment": 340.02,
+                    "instalments": [
+                        {
+                            "number": 1,
+                            "due_date": "2025-02-28",
+                            "payment": 340.02,
+                            "principal": 330.02,
+                            "interest": 10.00,
+                            "balance": 669.98,
+                        },
+                        {
+                            "number": 2,
+                            "due_date": "2025-03-31",
+                            "payment": 340.02,
+                            "principal": 333.32,
+                            "interest": 6.70,
+                            "balance": 336.66,
+                        },
+                        {
+                            "number": 3,
+                            "due_date": "2025-04-30",
+                            "payment": 340.03,
+                            "principal": 336.66,
+                            "interest": 3.37,
+                            "balance": 0.00,
+                        },
+                    ],
+                    "totals": {"principal": 1000.00, "interest": 20.07, "payable": 1020.07},
+                }
+            ]
+        }
+    )

@@ -3,14 +3,17 @@
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
-from branchloans.loans.models import Loan, LoanEvent, LoanStatus
-from branchloans.loans.schemas import CENT, LoanCreate, LoanStats
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanStatusCount
+from branchloans.loans.schedule import UnpayableAmountError, build_schedule
+from branchloans.loans.schemas import CENT, LoanCreate, LoanSchedule, LoanStats
 from branchloans.problems import ProblemError
 
 
@@ -42,6 +45,16 @@ class LoanNotFoundError(ProblemError):
     def __init__(self, loan_id: uuid.UUID) -> None:
         super().__init__(
             404, f"No loan has id {loan_id}.", slug="loan-not-found", title="Loan not found"
+        )
+
+
+class ScheduleUnavailableError(ProblemError):
+    """The loan lacks what a repayment schedule is computed from."""
+
+    def __init__(self, detail: str, missing: list[str] | None = None) -> None:
+        extensions: dict[str, Any] = {} if missing is None else {"missing": missing}
+        super().__init__(
+            409, detail, slug="schedule-unavailable", title="Schedule unavailable", **extensions
         )
 
 
@@ -219,3 +232,50 @@ async def get_stats(session: AsyncSession) -> LoanStats:
         by_currency=dict(sorted(by_currency.items())),
         amount_by_currency=dict(sorted(amount_by_currency.items())),
     )
+
+
+def schedule_start(loan: Loan) -> date:
+    """The day (UTC) a loan's instalments are counted from: its disbursement, else its creation."""
+    return (loan.disbursed_at or loan.created_at).astimezone(UTC).date()
+
+
+async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedule:
+    """The repayment schedule of the loan with this id.
+
+    `LoanNotFoundError` when there is no such loan; `ScheduleUnavailableError` when it has no
+    term or no rate (the problem's `missing` lists which), or an amount its currency cannot pay
+    exactly.
+    """
+    loan = await get_loan(session, loan_id)
+    term, apr = loan.term_months, loan.interest_rate_apr
+    if term is None or apr is None:
+        missing = [
+            name
+            for name, value in (("term_months", term), ("interest_rate_apr", apr))
+            if value is None
+        ]
+        raise ScheduleUnavailableError(
+            f"Loan {loan_id} has no {' and no '.join(missing)}; "
+            "a schedule needs both term_months and interest_rate_apr.",
+            missing=missing,
+        )
+    try:
+        schedule = build_schedule(loan.amount, loan.currency, term, apr, schedule_start(loan))
+    except UnpayableAmountError as error:
+        raise ScheduleUnavailableError(
+            f"Loan {loan_id} cannot be scheduled exactly: {error}."
+        ) from error
+    return LoanSchedule(loan_id=loan.id, **dict(schedule))
+
+
+async def count_loans_by_status(session: AsyncSession) -> dict[LoanStatus, int]:
+    """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
+    rows = await session.execute(
+        select(LoanStatusCount.status, func.sum(LoanStatusCount.loans)).group_by(
+            LoanStatusCount.status
+        )
+    )
+    counts = dict.fromkeys(LoanStatus, 0)
+    for status, loans in rows:
+        counts[LoanStatus(status)] = int(loans)
+    return counts

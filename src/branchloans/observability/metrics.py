@@ -1,0 +1,149 @@
+"""Prometheus metrics of the service, right with one uvicorn worker or several."""
+
+import asyncio
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy.pool import Pool, QueuePool
+
+from branchloans.loans.metrics import LoanMetrics
+from branchloans.observability import multiprocess
+from branchloans.observability.database_figures import DatabaseFigures
+
+# 1 ms to 10 s: a cached read and a request stuck on the pool timeout are both resolved.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+UNMATCHED_HANDLER = "none"
+POOL_REFRESH_SECONDS = 1.0
+
+
+def method_label(method: str) -> str:
+    """The method as a label value; made-up methods share one, so cardinality stays bounded."""
+    return method if method in STANDARD_METHODS else "other"
+
+
+class HttpMetrics:
+    """Requests by method, route template and status; latency; requests in progress."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "handler", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "handler"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            "http_requests_inprogress",
+            "HTTP requests being answered, by method and route template (all workers).",
+            ["method", "handler"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        # Label lookups take a lock and hash the values; the label sets are few, so keep them.
+        self._in_flight: dict[tuple[str, str], tuple[Gauge, Histogram]] = {}
+        self._answered: dict[tuple[str, str, str], Counter] = {}
+
+    def started(self, method: str, handler: str) -> tuple[Gauge, Histogram]:
+        """Count a request in progress; returns what `finished` needs."""
+        key = (method, handler)
+        children = self._in_flight.get(key)
+        if children is None:
+            children = self._in_flight[key] = (
+                self.in_progress.labels(method, handler),
+                self.duration.labels(method, handler),
+            )
+        children[0].inc()
+        return children
+
+    def finished(
+        self, children: tuple[Gauge, Histogram], method: str, handler: str, status: int, took: float
+    ) -> None:
+        """Record a request answered with `status` after `took` seconds."""
+        in_progress, duration = children
+        in_progress.dec()
+        duration.observe(took)
+        key = (method, handler, str(status))
+        counter = self._answered.get(key)
+        if counter is None:
+            counter = self._answered[key] = self.requests.labels(*key)
+        counter.inc()
+
+
+class PoolMetrics:
+    """`db_pool_connections{state}`: configured size, checked out, overflow, summed over workers."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        gauge = Gauge(
+            "db_pool_connections",
+            "Database pool connections by state (size, checked_out, overflow), all workers summed.",
+            ["state"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self._size = gauge.labels("size")
+        self._checked_out = gauge.labels("checked_out")
+        self._overflow = gauge.labels("overflow")
+
+    def observe(self, pool: Pool) -> None:
+        """Copy the pool's current state into the gauges."""
+        if not isinstance(pool, QueuePool):
+            return
+        self._size.set(pool.size())
+        self._checked_out.set(pool.checkedout())
+        # QueuePool counts overflow from -size upwards; only connections beyond size are overflow.
+        self._overflow.set(max(0, pool.overflow()))
+
+    async def follow(self, pool: Pool) -> None:
+        """Keep the gauges current, so a scrape answered by another worker sees this pool too."""
+        while True:
+            self.observe(pool)
+            await asyncio.sleep(POOL_REFRESH_SECONDS)
+
+
+class Metrics:
+    """Every metric of one application, and the registry a scrape renders."""
+
+    def __init__(self) -> None:
+        # `*_created` timestamps double the series and no dashboard reads them (process-wide).
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
+        self.http = HttpMetrics(self.registry)
+        self.loans = LoanMetrics(self.registry)
+        self.pool = PoolMetrics(self.registry)
+        self.database = DatabaseFigures()
+        self.multiprocess_directory = multiprocess.directory()
+        if self.multiprocess_directory is None:
+            self._exposed = self.registry
+        else:
+            # Each worker writes its values to files; a scrape reads and sums all of them.
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, path=self.multiprocess_directory)
+        # Read at scrape time from the database: registered here only, so never summed per worker.
+        self._exposed.register(self.database)
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        if self.multiprocess_directory is not None:
+            multiprocess.forget_dead_workers(self.multiprocess_directory)
+        return generate_latest(self._exposed)
+
+    def close(self) -> None:
+        """This worker stops: its live gauges no longer count."""
+        if self.multiprocess_directory is not None:
+            multiprocess.worker_stopped(self.multiprocess_directory)

@@ -1,0 +1,134 @@
+"""loan_status_counts: the triggers keep loans per status right, whoever writes and how."""
+
+import asyncio
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from branchloans.loans.models import LoanStatus
+from branchloans.loans.service import count_loans_by_status
+from branchloans.migrate import alembic_config, upgrade_to_head
+
+INSERT = text(
+    "INSERT INTO loans (id, borrower_id, amount, currency, status, disbursed_at)"
+    " SELECT gen_random_uuid(), 'b', 10, 'USD', status,"
+    " CASE WHEN status IN ('disbursed', 'repaid', 'defaulted') THEN now() END"
+    " FROM unnest(CAST(:statuses AS text[])) AS status"
+)
+
+
+async def insert(session: AsyncSession, *statuses: str) -> None:
+    await session.execute(INSERT, {"statuses": list(statuses)})
+
+
+async def changes(session: AsyncSession, before: dict[LoanStatus, int]) -> dict[str, int]:
+    after = await count_loans_by_status(session)
+    return {
+        status.value: after[status] - before[status]
+        for status in LoanStatus
+        if after[status] != before[status]
+    }
+
+
+async def test_every_status_is_reported(session: AsyncSession) -> None:
+    counts = await count_loans_by_status(session)
+
+    assert set(counts) == set(LoanStatus)
+
+
+async def test_inserted_loans_are_counted_by_status(session: AsyncSession) -> None:
+    before = await count_loans_by_status(session)
+
+    await insert(session, "pending", "pending", "approved")
+    await insert(session, "pending")
+
+    assert await changes(session, before) == {"pending": 3, "approved": 1}
+
+
+async def test_a_status_change_moves_the_loan(session: AsyncSession) -> None:
+    await insert(session, "pending", "pending")
+    before = await count_loans_by_status(session)
+
+    await session.execute(
+        text(
+            "UPDATE loans SET status = 'approved'"
+            " WHERE id = (SELECT id FROM loans WHERE status = 'pending' LIMIT 1)"
+        )
+    )
+
+    assert await changes(session, before) == {"pending": -1, "approved": 1}
+
+
+async def test_an_update_that_keeps_the_status_changes_nothing(session: AsyncSession) -> None:
+    await insert(session, "repaid")
+    before = await count_loans_by_status(session)
+
+    await session.execute(text("UPDATE loans SET updated_at = updated_at + interval '1 second'"))
+
+    assert await changes(session, before) == {}
+
+
+async def test_deleted_loans_are_no_longer_counted(session: AsyncSession) -> None:
+    await insert(session, "rejected", "rejected", "defaulted")
+    before = await count_loans_by_status(session)
+
+    await session.execute(text("DELETE FROM loans WHERE status = 'rejected'"))
+
+    after = await count_loans_by_status(session)
+    assert await changes(session, before) == {"rejected": -before[LoanStatus.REJECTED]}
+    assert after[LoanStatus.REJECTED] == 0
+
+
+async def test_truncating_loans_empties_the_counts(session: AsyncSession) -> None:
+    await insert(session, "disbursed")
+
+    await session.execute(text("TRUNCATE loans CASCADE"))
+
+    assert set((await count_loans_by_status(session)).values()) == {0}
+
+
+@pytest.fixture
+def database_at_0001(empty_database_url: str) -> str:
+    """A database migrated to the revision before loan_status_counts existed."""
+    command.upgrade(alembic_config(empty_database_url), "0001")
+    return empty_database_url
+
+
+async def _execute(database_url: str, *statements: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _counts(database_url: str) -> dict[LoanStatus, int]:
+    engine = create_async_engine(database_url)
+    try:
+        async with AsyncSession(engine) as session:
+            return await count_loans_by_status(session)
+    finally:
+        await engine.dispose()
+
+
+def test_the_migration_counts_the_loans_already_there(database_at_0001: str) -> None:
+    asyncio.run(
+        _execute(
+            database_at_0001,
+            "INSERT INTO loans (id, borrower_id, amount, currency, status) VALUES"
+            " (gen_random_uuid(), 'a', 1, 'USD', 'repaid'),"
+            " (gen_random_uuid(), 'b', 2, 'USD', 'repaid'),"
+            " (gen_random_uuid(), 'c', 3, 'USD', 'pending')",
+        )
+    )
+
+    upgrade_to_head(database_at_0001)
+
+    counts = asyncio.run(_counts(database_at_0001))
+    assert counts[LoanStatus.REPAID] == 2
+    assert counts[LoanStatus.PENDING] == 1
+    assert sum(counts.values()) == 3
