@@ -60,6 +60,12 @@ class Stack:
     http_port: int
     prometheus: str
     ca: Path
+    logs: Path
+
+    def api_log_lines(self) -> list[dict[str, Any]]:
+        """The API's JSON log lines so far."""
+        lines = (self.logs / "api.log").read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def https(self) -> httpx.Client:
         """A client for nginx's TLS port as https://localhost, trusting only the project's CA."""
@@ -144,6 +150,8 @@ def _start_api(processes: Processes, database_url: str, port: int) -> tuple[str,
         "APP_ENV": "staging",
         "LOG_LEVEL": "INFO",
         "TRUSTED_PROXIES": "127.0.0.1",
+        # As in the image: each log line is written when it is logged.
+        "PYTHONUNBUFFERED": "1",
     }
     subprocess.run([BIN / "branchloans", "seed"], env=env, check=True, capture_output=True)
     key = subprocess.run(
@@ -233,7 +241,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         api, key = _start_api(processes, database_url, api_port)
         http_port, https_port = _start_nginx(processes, root, api_port, certs.directory)
         prometheus = _start_prometheus(processes, root, api_port)
-        built = Stack(api, key, https_port, http_port, prometheus, certs.ca_cert)
+        built = Stack(api, key, https_port, http_port, prometheus, certs.ca_cert, logs)
         _wait(
             "the API",
             lambda: httpx.get(f"{api}/readiness").status_code == 200,
@@ -374,6 +382,22 @@ def test_a_clients_request_id_reaches_the_api_and_comes_back(stack: Stack) -> No
         response = client.get("/api/loans", headers={"X-Request-ID": "stack-test-0001"})
 
     assert response.headers["X-Request-ID"] == "stack-test-0001"
+
+
+def test_the_api_sees_the_client_nginx_saw_not_a_forged_one(stack: Stack) -> None:
+    with stack.https() as client:
+        client.get(
+            "/api/stats",
+            headers={"X-Request-ID": "stack-xff-0001", "X-Forwarded-For": "203.0.113.7"},
+        )
+
+    (line,) = [
+        entry
+        for entry in stack.api_log_lines()
+        if entry.get("request_id") == "stack-xff-0001" and entry.get("path") == "/api/stats"
+    ]
+    assert line["client"] == "127.0.0.1"
+    assert line["status_code"] == 200
 
 
 @pytest.mark.parametrize("sent", [None, "not a sane id; <script>"], ids=["absent", "insane"])
