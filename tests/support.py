@@ -3,10 +3,15 @@
 import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
 
 import httpx
 from fastapi import FastAPI
@@ -15,8 +20,10 @@ from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from branchloans.app import create_app
+from branchloans.auth.models import Scope
+from branchloans.auth.service import create_api_key
 from branchloans.config import Settings
-from branchloans.db import get_session
+from branchloans.db import Database, get_session
 
 SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -38,9 +45,12 @@ def with_password(database_url: str, password: str = "k3Jq9vXz2Lw8") -> str:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     """Settings for a test, ignoring any `.env` file in the working directory.
 
-    Scrape-time database figures are read afresh on every scrape unless a test says otherwise.
+    Scrape-time database figures are read afresh on every scrape, and startup does not wait
+    for the database (so an app aimed at an unreachable one starts), unless a test says
+    otherwise.
     """
     overrides.setdefault("metrics_cache_seconds", 0)
+    overrides.setdefault("db_startup_timeout", 0)
     return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
 
 
@@ -123,3 +133,82 @@ async def serving(
         transport = httpx.ASGITransport(app=application, **transport_options)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
+
+
+@dataclass
+class LiveServer:
+    """A `branchloans serve` process on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: IO[bytes]
+
+    def output(self) -> str:
+        """Everything the server wrote so far (stdout and stderr)."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then wait for the exit (SIGKILL after `timeout` seconds); the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def wait_until_live(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Poll /liveness until it answers; fail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it answered")
+        try:
+            if httpx.get(f"{url}/liveness", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"server at {url} did not answer within {timeout} s")
+
+
+@contextmanager
+def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer]:
+    """Run `branchloans serve` with `env` added to this environment, stopped at the end."""
+    port = free_port()
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "branchloans.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env={**os.environ, "IDEMPOTENCY_PURGE_INTERVAL": "0", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = LiveServer(process, f"http://127.0.0.1:{port}", log)
+        try:
+            wait_until_live(server.url, process)
+            yield server
+        finally:
+            server.stop()
+
+
+async def create_key(database_url: str, *scopes: Scope) -> str:
+    """An API key with `scopes` (every scope when none is named), stored at `database_url`."""
+    database = Database.from_settings(make_settings(database_url))
+    try:
+        async with database.sessionmaker() as session:
+            name = f"test-{uuid.uuid4().hex[:8]}"
+            return await create_api_key(session, name, scopes or tuple(Scope))
+    finally:
+        await database.engine.dispose()

@@ -1,6 +1,7 @@
 """The application factory."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -16,7 +17,7 @@ from branchloans.health.router import router as health_router
 from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.router import router as loans_router
-from branchloans.migrate import head_revision
+from branchloans.migrate import head_revision, known_revisions
 from branchloans.observability.logs import configure_logging
 from branchloans.observability.metrics import Metrics
 from branchloans.observability.middleware import ObservabilityMiddleware
@@ -26,6 +27,7 @@ from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
 from branchloans.security_headers import SecurityHeadersMiddleware
+from branchloans.shutdown import drain_on_sigterm, wait_for_database
 
 logger = structlog.get_logger(__name__)
 
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_settings(settings)
         app.state.db = database
+        if settings.db_startup_timeout:
+            await wait_for_database(database.engine, settings.db_startup_timeout)
         if not settings.requires_auth:
             logger.warning(
                 "authentication is off: anyone who can reach the API may use it",
@@ -82,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         try:
-            yield
+            with drain_on_sigterm(app.state.draining, settings.shutdown_drain_seconds):
+                yield
         finally:
             if purger is not None:
                 purger.cancel()
@@ -110,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_keys = KeyCache(settings.api_key_cache_seconds)
     app.state.alembic_head = head_revision()
+    app.state.known_revisions = known_revisions()
+    app.state.draining = threading.Event()
     app.state.metrics = metrics
     install_problem_handlers(app)
     install_openapi(app)

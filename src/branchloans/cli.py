@@ -2,12 +2,14 @@
 
 import argparse
 import asyncio
+import math
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,24 +32,32 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from branchloans.shutdown import ClosingMultiprocess
+
+    options: dict[str, Any] = {
+        "app": "branchloans.app:create_app",
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": None if args.reload else args.workers,
+        "reload": args.reload,
+        "reload_dirs": ["src"] if args.reload else None,
+        "loop": "uvloop",
+        "http": "httptools",
+        # The application logs one line per request itself; uvicorn's own would double it.
+        "access_log": False,
+        "log_config": None,
+        # The application reads X-Forwarded-For itself, from TRUSTED_PROXIES only.
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_seconds),
+    }
     try:
-        uvicorn.run(
-            "branchloans.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=None if args.reload else args.workers,
-            reload=args.reload,
-            reload_dirs=["src"] if args.reload else None,
-            loop="uvloop",
-            http="httptools",
-            # The application logs one line per request itself; uvicorn's own would double it.
-            access_log=False,
-            log_config=None,
-            # The application reads X-Forwarded-For itself, from TRUSTED_PROXIES only.
-            proxy_headers=False,
-            server_header=False,
-        )
+        if args.workers > 1 and not args.reload:
+            config = uvicorn.Config(**options)
+            ClosingMultiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.run(**options)
     finally:
         if made_here and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -227,11 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain(error: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for problem in error.errors():
+        variable = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
+        lines.append(f"  {variable}: {problem['msg']}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `branchloans` console script."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except ValidationError as error:  # the settings, read from the environment
+        print(_explain(error), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
 
+    db_startup_timeout: Annotated[
+        float, Field(ge=0, description="seconds startup waits for Postgres, with backoff")
+    ] = 30.0
+    shutdown_drain_seconds: Annotated[
+        float,
+        Field(ge=0, le=60, description="after SIGTERM, seconds of 503 readiness before closing"),
+    ] = 1.0
+    shutdown_grace_seconds: Annotated[
+        float, Field(gt=0, description="seconds in-flight requests get to finish at shutdown")
+    ] = 20.0
+
     metrics_enabled: bool = True
     metrics_cache_seconds: Annotated[
         float, Field(ge=0, description="seconds a scrape reuses the database figures")

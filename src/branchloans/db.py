@@ -44,6 +44,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=True,
         connect_args={
             "timeout": settings.db_connect_timeout,
+            # Client side, so a query on a connection the network stalled still ends; the
+            # server's statement_timeout below ends first while the server can be reached.
+            "command_timeout": settings.db_statement_timeout + 1,
             "server_settings": {
                 "application_name": "branchloans",
                 "statement_timeout": str(statement_timeout_ms),

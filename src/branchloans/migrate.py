@@ -27,6 +27,12 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def known_revisions() -> frozenset[str]:
+    """Every revision shipped with this code; a database at any other one is ahead of it."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
 async def current_revision(connection: AsyncConnection) -> str | None:
     """The revision the connected database is at, or None when it was never migrated."""
     exists = await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -210,8 +211,20 @@ def _allowed_methods(request: Request) -> list[str]:
 _OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "3D000")
 
 
+# asyncpg's own errors can escape SQLAlchemy unwrapped when a connection dies while the pool
+# is still setting it up.
+_OUTAGE_ERRORS = (
+    OSError,
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+)
+
+
 def _is_outage(error: Exception) -> bool:
-    if isinstance(error, OSError | exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+    if isinstance(error, _OUTAGE_ERRORS):
         return True
     sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
     return sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
@@ -243,7 +256,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     # A refused or timed-out connection (OSError), a dropped one, an exhausted pool
     # (sqlalchemy TimeoutError) or a server shutting down is an outage (503), not a bug (500).
-    for error in (OSError, exc.DBAPIError, exc.TimeoutError):
+    for error in (exc.DBAPIError, *_OUTAGE_ERRORS):
         app.add_exception_handler(error, _handle_database_error)
     # Any other exception is answered and logged by ObservabilityMiddleware: a handler here
     # would run in Starlette's ServerErrorMiddleware, which re-raises, and uvicorn would log

@@ -1,8 +1,15 @@
 """Probes: health reports the database, liveness never does, readiness checks the schema."""
 
+import asyncio
 import time
 
 import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from branchloans.migrate import upgrade_to_head
+from tests.support import make_settings, serving
 
 
 async def test_health_is_ok_with_every_check_healthy(client: httpx.AsyncClient) -> None:
@@ -65,3 +72,30 @@ async def test_readiness_is_503_when_database_is_down(
     response = await client_without_database.get("/readiness")
 
     assert response.status_code == 503
+
+
+async def _set_revision(database_url: str, revision: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :revision"), {"revision": revision}
+            )
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("revision", "ready"), [("9999_from_a_newer_release", True), ("0001", False)]
+)
+async def test_readiness_accepts_a_newer_schema_but_not_an_older_one(
+    empty_database_url: str, revision: str, ready: bool
+) -> None:
+    await asyncio.to_thread(upgrade_to_head, empty_database_url)
+    await _set_revision(empty_database_url, revision)
+
+    async with serving(make_settings(empty_database_url)) as http:
+        response = await http.get("/readiness")
+
+    assert (response.status_code == 200) is ready
+    assert revision in response.json()["checks"]["database"]["message"]

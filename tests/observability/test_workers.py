@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +16,7 @@ from typing import Any
 import httpx
 
 from branchloans.auth.models import Scope
-from branchloans.auth.service import create_api_key
-from branchloans.db import Database
-from tests.support import free_port, make_settings, parse_metrics, sample
+from tests.support import create_key, free_port, parse_metrics, sample
 
 BRANCHLOANS = Path(sys.executable).with_name("branchloans")
 STARTUP_SECONDS = 60.0
@@ -84,16 +81,6 @@ def serving(args: list[str], env: dict[str, str]) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-
-
-async def create_key(database_url: str, *scopes: Scope) -> str:
-    """An API key with `scopes`, stored in the database at `database_url`."""
-    database = Database.from_settings(make_settings(database_url))
-    try:
-        async with database.sessionmaker() as session:
-            return await create_api_key(session, f"test-{uuid.uuid4().hex[:8]}", scopes)
-    finally:
-        await database.engine.dispose()
 
 
 def access_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -48,9 +48,11 @@ async def liveness() -> JSONResponse:
     "/readiness", response_model=HealthReport, responses=_UNHEALTHY, summary="Readiness probe"
 )
 async def readiness(request: Request, database: DatabaseDep) -> JSONResponse:
-    """Ready for traffic: the database answers and its schema is at this code's migration head."""
+    """Ready for traffic: not shutting down, the database answers, and its schema is at this
+    code's migration head (or at a newer release's)."""
     state = request.app.state
+    api_check = service.DRAINING if state.draining.is_set() else service.API_CHECK
     schema_check = await service.check_schema(
-        database.engine, state.alembic_head, state.settings.health_timeout
+        database.engine, state.alembic_head, state.known_revisions, state.settings.health_timeout
     )
-    return _report({"api": service.API_CHECK, "database": schema_check})
+    return _report({"api": api_check, "database": schema_check})

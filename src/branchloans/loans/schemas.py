@@ -71,60 +71,105 @@ BorrowerId = Annotated[
         strip_whitespace=True,
         min_length=1,
         max_length=BORROWER_ID_MAX_LENGTH,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
+        # Something printable besides white space, which is trimmed from both ends.
+        pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$",
     ),
     Field(
         description="The borrower's identifier in the calling system.", examples=["usr_india_123"]
     ),
 ]
 
+
+def _money_schema(description: str, **bounds: Decimal) -> WithJsonSchema:
+    # What clients should send: a JSON number with at most two decimals. Numeric strings
+    # ("15000.00") are accepted too, but left out of the documented schema.
+    return WithJsonSchema(
+        {
+            "type": "number",
+            "multipleOf": 0.01,
+            **{name: float(bound) for name, bound in bounds.items()},
+            "description": description,
+        },
+        mode="validation",
+    )
+
+
 Amount = Annotated[
     Decimal,
     BeforeValidator(_refuse_bool),
-    Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Principal, at most 2 decimals."),
+    Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False),
     AfterValidator(_at_most_two_decimals),
+    _money_schema(
+        "Principal, at most 2 decimals.", exclusiveMinimum=Decimal(0), maximum=MAX_AMOUNT
+    ),
 ]
 
 Currency = Annotated[
     str,
-    Field(
-        min_length=3,
-        max_length=3,
-        description="ISO 4217 code; lower case is accepted and upper-cased.",
-        examples=["INR"],
-    ),
+    Field(min_length=3, max_length=3),
     AfterValidator(_currency_code),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": sorted(MINOR_UNITS),
+            "description": "ISO 4217 code in circulation; lower case is accepted and upper-cased.",
+            "examples": ["INR"],
+        }
+    ),
 ]
 
+
+def _json_number(value: Any) -> Any:
+    # A count of months is a JSON number: 12 or 12.0 (JSON Schema's integers), not "12" or true.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number")
+    return value
+
+
 TermMonths = Annotated[
-    int, Field(strict=True, ge=1, le=MAX_TERM_MONTHS, description="Length of the loan in months.")
+    int,
+    Field(ge=1, le=MAX_TERM_MONTHS, description="Length of the loan in months."),
+    BeforeValidator(_json_number),
 ]
 
 InterestRateApr = Annotated[
     Decimal,
     BeforeValidator(_refuse_bool),
-    Field(ge=0, le=MAX_APR, allow_inf_nan=False, description="Annual rate in percent, 2 decimals."),
+    Field(ge=0, le=MAX_APR, allow_inf_nan=False),
     AfterValidator(_at_most_two_decimals),
+    _money_schema("Annual rate in percent, 2 decimals.", minimum=Decimal(0), maximum=MAX_APR),
 ]
+
+
+_WHOLE_UNIT_CURRENCIES = sorted(code for code, units in MINOR_UNITS.items() if units == 0)
+
+LOAN_CREATE_SCHEMA_EXTRA: dict[str, Any] = {
+    "examples": [
+        {
+            "borrower_id": "usr_india_123",
+            "amount": 15000.00,
+            "currency": "INR",
+            "term_months": 12,
+            "interest_rate_apr": 18.50,
+        }
+    ],
+    # The amount's decimals depend on the currency: none for VND, JPY and the like.
+    "allOf": [
+        {
+            "if": {
+                "properties": {"currency": {"enum": _WHOLE_UNIT_CURRENCIES}},
+                "required": ["currency"],
+            },
+            "then": {"properties": {"amount": {"multipleOf": 1}}},
+        }
+    ],
+}
 
 
 class LoanCreate(BaseModel):
     """A new loan application."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "borrower_id": "usr_india_123",
-                    "amount": 15000.00,
-                    "currency": "INR",
-                    "term_months": 12,
-                    "interest_rate_apr": 18.50,
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=LOAN_CREATE_SCHEMA_EXTRA)
 
     borrower_id: BorrowerId
     amount: Amount
