@@ -15,6 +15,7 @@ import yaml
 from sqlalchemy import make_url
 
 from branchloans.certs import CertificatePaths
+from branchloans.config import Settings
 from tests.deploy.conftest import environment_values
 from tests.deploy.support import (
     ENV_DIR,
@@ -479,3 +480,12 @@ def test_every_public_image_is_pinned_to_a_version(compose_document: dict[str, A
     for image in images:
         _, _, tag = image.partition(":")
         assert re.match(r"v?\d+(\.\d+)*(-[a-z]+)?$", tag), image
+
+
+def test_docker_waits_for_the_apis_graceful_shutdown(compose_document: dict[str, Any]) -> None:
+    defaults = Settings.model_fields
+    needed = defaults["shutdown_drain_seconds"].default + defaults["shutdown_grace_seconds"].default
+    grace = compose_document["services"]["api"]["stop_grace_period"]
+
+    assert grace.endswith("s")
+    assert float(grace.removesuffix("s")) > needed
