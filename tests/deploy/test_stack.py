@@ -511,9 +511,10 @@ def scraped(stack: Stack) -> Callable[[str], list[dict[str, Any]]]:
 
 
 def test_prometheus_scrapes_the_api(scraped: Callable[[str], list[dict[str, Any]]]) -> None:
-    (series,) = scraped('up{job="branchloans-api"}')
+    # A scrape may time out on a busy machine (up 0); the next ones must succeed.
+    (series,) = scraped('up{job="branchloans-api"} == 1')
 
-    assert series["value"][1] == "1"
+    assert series["metric"]["instance"].startswith("127.0.0.1:")
 
 
 @pytest.mark.parametrize(
