@@ -10,7 +10,7 @@ from sqlalchemy import make_url
 from branchloans.cli import main
 from branchloans.config import get_settings
 from branchloans.migrate import drop_database, head_revision
-from tests.support import throwaway_database_url
+from tests.support import throwaway_database_url, with_password
 
 
 @pytest.fixture
@@ -99,6 +99,8 @@ def test_seed_refuses_to_run_in_production(
     cli_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("APP_ENV", "production")
+    # Production needs a password that is not a default one before anything else runs.
+    monkeypatch.setenv("DATABASE_URL", with_password(cli_database_url))
     get_settings.cache_clear()
 
     assert main(["seed"]) == 2

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from branchloans.config import AppEnv
-from tests.support import make_settings, serving
+from tests.support import make_settings, serving, with_password
 
 
 @pytest.mark.parametrize("path", ["/api/loans", "/api/nothing", "/health"])
@@ -66,4 +66,6 @@ def test_auth_cannot_be_turned_off_outside_development(database_url: str, env: A
 def test_auth_is_required_by_default_outside_development(
     database_url: str, env: AppEnv, required: bool
 ) -> None:
-    assert make_settings(database_url, app_env=env).requires_auth is required
+    settings = make_settings(with_password(database_url), app_env=env)
+
+    assert settings.requires_auth is required

@@ -1,4 +1,4 @@
-"""The `branchloans` command: serve, migrate, seed."""
+"""The `branchloans` command: serve, migrate, seed, certs."""
 
 import argparse
 import asyncio
@@ -6,6 +6,7 @@ import math
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -107,6 +108,19 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from branchloans.certs import DEFAULT_NAMES, ensure_certificates
+
+    names = tuple(dict.fromkeys([*DEFAULT_NAMES, *args.name]))
+    ca_directory = Path(args.ca_dir) if args.ca_dir else None
+    report = ensure_certificates(Path(args.dir), names, ca_directory=ca_directory)
+    paths = report.paths
+    print(f"{'created' if report.created_ca else 'kept'} CA {paths.ca_cert}")
+    action = "created" if report.created_server else "kept"
+    print(f"{action} server certificate {paths.server_cert} for {', '.join(names)}")
+    return 0
+
+
 def _purge(args: argparse.Namespace) -> int:
     from branchloans.idempotency.service import purge_expired_keys
 
@@ -182,6 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="insert the five demo loans (idempotent)")
     seed.set_defaults(handler=_seed)
 
+    certs = commands.add_parser(
+        "certs",
+        help="create a local CA and a TLS certificate for branchloans.com, localhost and "
+        "127.0.0.1 unless valid ones exist",
+    )
+    certs.add_argument(
+        "--dir", default="certs", help="where the server's files and ca.crt go (default ./certs)"
+    )
+    certs.add_argument(
+        "--ca-dir", help="where the CA's key and certificate stay (default: the same as --dir)"
+    )
+    certs.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="another DNS name or IP address the certificate covers (repeatable)",
+    )
+    certs.set_defaults(handler=_certs)
     purge = commands.add_parser(
         "purge-idempotency-keys", help="delete expired Idempotency-Key answers, in batches"
     )

@@ -3,12 +3,28 @@
 import ipaddress
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import unquote
 
 from pydantic import Field, PostgresDsn, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
+
+# Passwords found in examples and tutorials (the old stack's among them), refused in production.
+KNOWN_DEFAULT_PASSWORDS = frozenset(
+    {
+        "admin",
+        "changeme",
+        "change-me",
+        "example",
+        "password",
+        "postgres",
+        "secret",
+        "staging_pass",
+        "supersecurepass",
+    }
+)
 
 
 class AppEnv(StrEnum):
@@ -155,6 +171,27 @@ class Settings(BaseSettings):
         if not value.path or value.path == "/":
             raise ValueError("DATABASE_URL must name a database")
         return value
+
+    @model_validator(mode="after")
+    def _refuse_default_password_in_production(self) -> Self:
+        if self.app_env is not AppEnv.PRODUCTION:
+            return self
+        urls = {
+            "DATABASE_URL": self.database_url,
+            "MIGRATION_DATABASE_URL": self.migration_database_url,
+        }
+        for name, url in urls.items():
+            if url is None:
+                continue
+            password = unquote(url.hosts()[0]["password"] or "")
+            if not password.strip():
+                raise ValueError(f"APP_ENV=production needs a database password in {name}")
+            if password.lower() in KNOWN_DEFAULT_PASSWORDS:
+                raise ValueError(
+                    f"APP_ENV=production refuses a default or example database password; "
+                    f"set a generated one in {name}"
+                )
+        return self
 
     @property
     def resolved_log_format(self) -> LogFormat:

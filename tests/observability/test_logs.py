@@ -188,7 +188,9 @@ async def test_development_logs_readable_console_lines(
 def test_log_format_defaults_by_environment(
     app_env: AppEnv, log_format: str | None, expected: str
 ) -> None:
-    settings = make_settings("postgresql+asyncpg://h/db", app_env=app_env, log_format=log_format)
+    # A password production accepts; nothing connects.
+    url = "postgresql+asyncpg://app:k3Jq9vXz2Lw8@h/db"
+    settings = make_settings(url, app_env=app_env, log_format=log_format)
 
     assert settings.resolved_log_format == expected
 

@@ -1,0 +1,146 @@
+"""Helpers for the deployment tests: env files, Compose interpolation, the nginx template."""
+
+import getpass
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "compose.yaml"
+ENV_DIR = REPO / "envs"
+ENVIRONMENTS = ("dev", "staging", "prod")
+NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "default.conf.template"
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+GRAFANA_DIR = REPO / "deploy" / "grafana"
+DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "branchloans.json"
+
+# The secrets production takes from the operator's shell, never from its env file.
+PRODUCTION_SECRETS = ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+_ENV_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME and $$.
+_COMPOSE_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_TEMPLATE_VARIABLE = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a Compose env file; blank lines and # comments are skipped."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENV_LINE.match(stripped)
+        if match is None:
+            raise ValueError(f"{path.name}:{number}: not KEY=VALUE: {line!r}")
+        values[match["key"]] = match["value"]
+    return values
+
+
+class MissingVariableError(LookupError):
+    """A ${NAME:?message} variable was unset or empty, as Compose refuses it."""
+
+
+def interpolate_string(text: str, env: dict[str, str], used: set[str]) -> str:
+    """Compose's interpolation of one string; names read are added to `used`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["bare"]
+        used.add(name)
+        value = env.get(name)
+        op, arg = match["op"], match["arg"] or ""
+        missing = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":?", "?") and missing:
+            raise MissingVariableError(f"{name}: {arg}")
+        if op in (":-", "-") and missing:
+            return arg
+        if value is None:
+            raise KeyError(f"{name} is used but not defined")
+        return value
+
+    return _COMPOSE_VARIABLE.sub(substitute, text)
+
+
+def interpolate(node: Any, env: dict[str, str], used: set[str]) -> Any:
+    """Every string in a loaded Compose document interpolated with `env`."""
+    if isinstance(node, str):
+        return interpolate_string(node, env, used)
+    if isinstance(node, dict):
+        return {key: interpolate(value, env, used) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(item, env, used) for item in node]
+    return node
+
+
+def template_variables(text: str) -> set[str]:
+    """The ${NGINX_*} variables a template declares."""
+    return set(_TEMPLATE_VARIABLE.findall(text))
+
+
+def render_template(text: str, values: dict[str, str]) -> str:
+    """What the nginx image's envsubst makes of the template: ${NGINX_*} replaced, $vars kept."""
+    missing = template_variables(text) - values.keys()
+    if missing:
+        raise KeyError(f"no value for {sorted(missing)}")
+    return _TEMPLATE_VARIABLE.sub(lambda match: values[match[1]], text)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def require(binary: str, package: str) -> str:
+    """The path of `binary`; the test fails (CI installs it, so it is never skipped) without it."""
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if path is None:
+        pytest.fail(f"{binary} is missing: apt-get install {package} (.ci/run installs it)")
+    return path
+
+
+def write_nginx_config(prefix: Path, values: dict[str, str]) -> Path:
+    """A main nginx.conf under `prefix` that includes the rendered deploy template.
+
+    What the nginx image's own nginx.conf does around conf.d/, with the pid, logs and temp
+    files inside `prefix` so that an unprivileged, throwaway nginx can run it.
+    """
+    (prefix / "conf.d").mkdir(parents=True, exist_ok=True)
+    (prefix / "temp").mkdir(exist_ok=True)
+    site = prefix / "conf.d" / NGINX_TEMPLATE.name.removesuffix(".template")
+    site.write_text(render_template(NGINX_TEMPLATE.read_text(), values))
+    # Workers of a root master would run as nobody, which cannot enter a private temp dir.
+    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    main = prefix / "nginx.conf"
+    main.write_text(
+        f"""{user}
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/temp/body;
+    proxy_temp_path {prefix}/temp/proxy;
+    fastcgi_temp_path {prefix}/temp/fastcgi;
+    uwsgi_temp_path {prefix}/temp/uwsgi;
+    scgi_temp_path {prefix}/temp/scgi;
+    include {site};
+}}
+"""
+    )
+    return main

@@ -1,0 +1,110 @@
+"""The provisioned Grafana dashboard: the seed's panels, on the provisioned datasource, drawn
+from the metrics the API exposes (their PromQL runs for real in test_stack.py)."""
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.support import DASHBOARD_FILE, GRAFANA_DIR, PROMETHEUS_DIR
+
+# The metric names the API's /metrics exposes, by contract.
+API_METRICS = {
+    "http_requests_total",
+    "http_request_duration_seconds_bucket",
+    "http_requests_inprogress",
+    "loans_created_total",
+    "loans_created_amount_total",
+    "loans_by_status",
+    "db_pool_connections",
+    "database_up",
+    "up",
+}
+PROMQL_FUNCTIONS = {"sum", "rate", "histogram_quantile", "max", "min", "vector", "by", "or"}
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    """The dashboard JSON Grafana loads."""
+    document: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text())
+    return document
+
+
+def _expressions(dashboard: dict[str, Any]) -> list[str]:
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def _metric_names(expression: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"|\[[^]]*\]|\{[^}]*\}', "", expression)
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", without_strings))
+    labels = {"le", "status", "state", "currency", "method", "handler", "instance"}
+    return words - PROMQL_FUNCTIONS - labels
+
+
+def test_every_panel_reads_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
+    provisioned = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    (datasource,) = provisioned["datasources"]
+
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}
+        assert all(target["datasource"] == panel["datasource"] for target in panel["targets"])
+
+
+@pytest.mark.parametrize(
+    ("title", "legends"),
+    [
+        ("Request rate", None),
+        ("Response times", ["p50", "p95", "p99"]),
+        ("Status codes", ["{{status}}"]),
+        ("Error rate", ["5xx", "4xx"]),
+        ("Loans by status", ["{{status}}"]),
+        ("Loan creation rate", ["{{currency}}"]),
+        ("Loan amounts", ["{{currency}}"]),
+        ("Database connections", ["{{state}}"]),
+    ],
+)
+def test_the_dashboard_has_the_seeds_panels(
+    dashboard: dict[str, Any], title: str, legends: list[str] | None
+) -> None:
+    (panel,) = [panel for panel in dashboard["panels"] if panel["title"] == title]
+
+    assert panel["targets"]
+    if legends is not None:
+        assert [target["legendFormat"] for target in panel["targets"]] == legends
+
+
+def test_panels_have_unique_ids_and_fit_the_grid(dashboard: dict[str, Any]) -> None:
+    panels = dashboard["panels"]
+    cells: set[tuple[int, int]] = set()
+
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+
+
+def test_the_dashboard_and_alerts_use_only_the_apis_metrics(dashboard: dict[str, Any]) -> None:
+    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    expressions = _expressions(dashboard) + [
+        rule["expr"] for group in alerts["groups"] for rule in group["rules"]
+    ]
+
+    used = set().union(*(_metric_names(expression) for expression in expressions))
+
+    assert used == API_METRICS
+
+
+def test_every_query_is_limited_to_the_api_job(dashboard: dict[str, Any]) -> None:
+    for expression in _expressions(dashboard):
+        assert expression.count('job="branchloans-api"') >= 1, expression
