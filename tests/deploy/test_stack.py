@@ -391,11 +391,18 @@ def test_the_api_sees_the_client_nginx_saw_not_a_forged_one(stack: Stack) -> Non
             headers={"X-Request-ID": "stack-xff-0001", "X-Forwarded-For": "203.0.113.7"},
         )
 
-    (line,) = [
-        entry
-        for entry in stack.api_log_lines()
-        if entry.get("request_id") == "stack-xff-0001" and entry.get("path") == "/api/stats"
-    ]
+    # The access line is written once the response is sent, so it may trail the response.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [
+            entry
+            for entry in stack.api_log_lines()
+            if entry.get("request_id") == "stack-xff-0001" and entry.get("path") == "/api/stats"
+        ]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    (line,) = lines
     assert line["client"] == "127.0.0.1"
     assert line["status_code"] == 200
 
