@@ -159,7 +159,7 @@ class LiveServer:
             return self.process.wait()
 
 
-def wait_until_live(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_until_live(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     """Poll /liveness until it answers; fail if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
