@@ -4,7 +4,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from branchloans.config import AppEnv
+from branchloans.cli import main
+from branchloans.config import AppEnv, get_settings
 from tests.support import make_settings, serving, with_password
 
 
@@ -69,3 +70,26 @@ def test_auth_is_required_by_default_outside_development(
     settings = make_settings(with_password(database_url), app_env=env)
 
     assert settings.requires_auth is required
+
+
+def test_production_refuses_debug_logging(database_url: str) -> None:
+    with pytest.raises(ValidationError, match="LOG_LEVEL=DEBUG"):
+        make_settings(
+            with_password(database_url),
+            app_env=AppEnv.PRODUCTION,
+            log_level="DEBUG",
+        )
+
+
+def test_serve_refuses_reload_in_production(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", with_password(database_url))
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--reload"]) == 2
+    finally:
+        get_settings.cache_clear()
+
+    assert "--reload" in capsys.readouterr().err

@@ -23,6 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
     from branchloans.observability.logs import configure_logging
 
     settings = get_settings()
+    if args.reload and settings.app_env is AppEnv.PRODUCTION:
+        print("--reload is a development tool; refused when APP_ENV=production", file=sys.stderr)
+        return 2
     configure_logging(settings)
     metrics_dir, made_here = None, False
     if settings.metrics_enabled:

@@ -11,16 +11,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
 
-# Passwords found in examples and tutorials (the old stack's among them), refused in production.
+# Passwords found in examples and tutorials (the old stack's among them) and the throwaway ones
+# committed in envs/dev.env and envs/staging.env: all refused in production.
 KNOWN_DEFAULT_PASSWORDS = frozenset(
     {
         "admin",
+        "branchloans_app",
         "changeme",
         "change-me",
         "example",
         "password",
         "postgres",
         "secret",
+        "staging_app_pass",
+        "staging_grafana",
         "staging_pass",
         "supersecurepass",
     }
@@ -124,9 +128,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _auth_outside_development(self) -> "Settings":
+    def _no_debug_settings_outside_development(self) -> "Settings":
         if self.app_env is not AppEnv.DEVELOPMENT and self.auth_required is False:
             raise ValueError(f"AUTH_REQUIRED=false is refused when APP_ENV={self.app_env}")
+        # Debug logs carry request details (borrowers, amounts) that production must not keep.
+        if self.app_env is AppEnv.PRODUCTION and self.log_level == "DEBUG":
+            raise ValueError("LOG_LEVEL=DEBUG is refused when APP_ENV=production")
         return self
 
     @property

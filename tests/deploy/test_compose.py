@@ -489,3 +489,17 @@ def test_docker_waits_for_the_apis_graceful_shutdown(compose_document: dict[str,
 
     assert grace.endswith("s")
     assert float(grace.removesuffix("s")) > needed
+
+
+@pytest.mark.parametrize("service", ["api", "migrate", "certs"])
+def test_the_api_image_runs_non_root_on_a_read_only_root_filesystem(
+    rendered: dict[str, Any], environment: str, service: str
+) -> None:
+    container = rendered["services"][service]
+
+    # Development keeps its files writable for `up --watch`, which copies sources in.
+    assert container["read_only"] == ("false" if environment == "dev" else "true")
+    assert container["tmpfs"] == ["/tmp"]
+    assert container["cap_drop"] == ["ALL"]
+    assert "user" not in container  # the image's own non-root USER applies
+    assert "USER 10001:10001" in (REPO / "Containerfile").read_text()
