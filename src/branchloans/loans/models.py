@@ -109,6 +109,28 @@ Index("ix_loans_created_at_id", Loan.created_at.desc(), Loan.id.desc())
 Index(
     "ix_loans_borrower_id_created_at_id", Loan.borrower_id, Loan.created_at.desc(), Loan.id.desc()
 )
+# The loans of one status, or of one currency, in list order: filtered pages stay index scans.
+Index("ix_loans_status_created_at_id", Loan.status, Loan.created_at.desc(), Loan.id.desc())
+Index("ix_loans_currency_created_at_id", Loan.currency, Loan.created_at.desc(), Loan.id.desc())
+
+
+class LoanTotal(Base):
+    """How many loans of a status and currency there are and what they add up to.
+
+    Kept by statement-level triggers on `loans` (migration 0004) in the transaction that
+    changes the loans, so every writer (the API, COPY, psql) keeps it exact. Each key is
+    spread over a few `slot`s, picked per database connection, so that concurrent
+    transactions creating loans in the same currency seldom wait for the same row.
+    Statistics add the slots up.
+    """
+
+    __tablename__ = "loan_totals"
+
+    status: Mapped[LoanStatus] = mapped_column(_status_type(), primary_key=True)
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    loans: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[Decimal] = mapped_column(Numeric)
 
 
 class LoanEvent(Base):

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime
 
 from branchloans.auth.dependencies import PrincipalDep, requires
 from branchloans.auth.models import Scope
@@ -13,6 +14,7 @@ from branchloans.db import SessionDep
 from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
 from branchloans.loans import service
+from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, Loan, LoanStatus
@@ -96,23 +98,87 @@ def _versions_in(if_match: str | None) -> set[int] | None:
 
 READ = [Depends(requires(Scope.LOANS_READ))]
 
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def cursor_position(
+    cursor: Annotated[
+        str | None,
+        Query(description="Where the page starts: opaque, copied from a `Link` header."),
+    ] = None,
+) -> Position | None:
+    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except ValueError as error:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(error)}]
+        ) from error
+
+
+CursorDep = Annotated[Position | None, Depends(cursor_position)]
+
+_NEXT_LINK_HEADER = {
+    "Link": {
+        "description": 'The next page, `<...>; rel="next"` (RFC 8288); absent on the last page.',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _next_link(request: Request, position: Position) -> str:
+    # The request's own path and query, so every filter and the limit carry over.
+    url = request.url.include_query_params(cursor=encode_cursor(position))
+    return f'<{url.path}?{url.query}>; rel="next"'
+
 
 @router.get(
     "/loans",
     response_model=list[LoanRead],
-    summary="List loans, newest first",
+    summary="List loans, newest first, a page at a time",
     dependencies=READ,
+    responses={
+        200: {"headers": _NEXT_LINK_HEADER},
+        422: _problem("A filter, `limit` or `cursor` is invalid; `errors` names it."),
+    },
 )
 async def list_loans(
+    request: Request,
     session: SessionDep,
+    cursor: CursorDep,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
     currency: Annotated[Currency | None, Query()] = None,
     borrower_id: Annotated[str | None, Query(max_length=BORROWER_ID_MAX_LENGTH)] = None,
+    created_after: Annotated[
+        AwareDatetime | None,
+        Query(description="Only loans created at or after this ISO-8601 time (with an offset)."),
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None,
+        Query(description="Only loans created before this ISO-8601 time (with an offset)."),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Loans per page.")
+    ] = DEFAULT_PAGE_SIZE,
 ) -> JSONResponse:
-    """Loans in the seed API's array shape, optionally of one status, currency or borrower."""
-    where = LoanFilter(status=loan_status, currency=currency, borrower_id=borrower_id)
-    loans = await service.list_loans(session, where)
-    return JSONResponse([LoanRead.model_validate(loan).model_dump() for loan in loans])
+    """Loans in the seed API's array shape, optionally filtered; filters combine.
+
+    A page holds at most `limit` loans. When more follow, the `Link` header names the next
+    page (the same query with a `cursor`); a deep page costs what the first one costs.
+    """
+    where = LoanFilter(
+        status=loan_status,
+        currency=currency,
+        borrower_id=borrower_id,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    page = await service.list_loans(session, where, limit=limit, after=cursor)
+    headers = {"Link": _next_link(request, page.next)} if page.next else None
+    return JSONResponse([dict(loan) for loan in page.loans], headers=headers)
 
 
 def _refuse_extra_decimals(application: LoanCreate) -> None:

@@ -3,15 +3,16 @@
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import BigInteger, RowMapping, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from branchloans.loans.cursor import Position
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
-from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanStatusCount
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanStatusCount, LoanTotal
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
 from branchloans.loans.schemas import CENT, LoanCreate, LoanSchedule, LoanStats
 from branchloans.problems import ProblemError
@@ -32,11 +33,40 @@ class ChangeContext:
 
 @dataclass(frozen=True)
 class LoanFilter:
-    """Which loans a listing shows; None means any."""
+    """Which loans a listing shows; None means any.
+
+    `created_after` is inclusive and `created_before` exclusive, so consecutive windows
+    never share a loan.
+    """
 
     status: LoanStatus | None = None
     currency: str | None = None
     borrower_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+# What the API shows of a loan, in the order LoanRead declares it.
+LOAN_COLUMNS = (
+    Loan.id,
+    Loan.borrower_id,
+    Loan.amount,
+    Loan.currency,
+    Loan.status,
+    Loan.term_months,
+    Loan.interest_rate_apr,
+    Loan.created_at,
+    Loan.updated_at,
+    Loan.disbursed_at,
+)
+
+
+@dataclass(frozen=True)
+class LoanPage:
+    """One page of a listing, and where the next one starts when there is one."""
+
+    loans: Sequence[RowMapping]
+    next: Position | None
 
 
 class LoanNotFoundError(ProblemError):
@@ -189,23 +219,44 @@ async def list_events(session: AsyncSession, loan_id: uuid.UUID) -> Sequence[Loa
     return events
 
 
-async def list_loans(session: AsyncSession, where: LoanFilter) -> Sequence[Loan]:
-    """The loans that pass the filter, newest first."""
-    query = select(Loan).order_by(Loan.created_at.desc(), Loan.id.desc())
+async def list_loans(
+    session: AsyncSession, where: LoanFilter, *, limit: int, after: Position | None = None
+) -> LoanPage:
+    """Up to `limit` loans that pass the filter, newest first, starting after `after`.
+
+    A keyset page: each filter and the position are conditions on an index whose order is
+    the list order, so the page costs the same however deep it is.
+    """
+    query = select(*LOAN_COLUMNS).order_by(Loan.created_at.desc(), Loan.id.desc())
     if where.status is not None:
         query = query.where(Loan.status == where.status)
     if where.currency is not None:
         query = query.where(Loan.currency == where.currency)
     if where.borrower_id is not None:
         query = query.where(Loan.borrower_id == where.borrower_id)
-    return (await session.scalars(query)).all()
+    if where.created_after is not None:
+        query = query.where(Loan.created_at >= where.created_after)
+    if where.created_before is not None:
+        query = query.where(Loan.created_at < where.created_before)
+    if after is not None:
+        query = query.where(tuple_(Loan.created_at, Loan.id) < tuple_(after.created_at, after.id))
+    # One row more than the page says whether another page follows.
+    rows = (await session.execute(query.limit(limit + 1))).mappings().all()
+    if len(rows) <= limit:
+        return LoanPage(rows, None)
+    last = rows[limit - 1]
+    return LoanPage(rows[:limit], Position(last["created_at"], last["id"]))
 
 
 async def get_stats(session: AsyncSession) -> LoanStats:
-    """Counts and totals over all loans, by status and by currency, in one scan."""
-    count, total = func.count(), func.coalesce(func.sum(Loan.amount), 0)
+    """Counts and totals over all loans, by status and by currency.
+
+    Read from `loan_totals`, which triggers keep exact as loans change: the cost depends
+    on the number of statuses and currencies, never on the number of loans.
+    """
+    loans = func.sum(LoanTotal.loans).cast(BigInteger)
     rows = await session.execute(
-        select(Loan.status, Loan.currency, count, total).group_by(
+        select(LoanTotal.status, LoanTotal.currency, loans, func.sum(LoanTotal.amount)).group_by(
             text("GROUPING SETS ((status), (currency), ())")
         )
     )
@@ -213,14 +264,16 @@ async def get_stats(session: AsyncSession) -> LoanStats:
     by_currency: dict[str, int] = {}
     amount_by_currency: dict[str, Decimal] = {}
     total_loans, total_amount = 0, Decimal(0)
-    for status, currency, loans, amount in rows:
+    for status, currency, count, amount in rows:
         if status is not None:
-            by_status[LoanStatus(status)] = loans
+            by_status[LoanStatus(status)] = count
         elif currency is not None:
-            by_currency[currency] = loans
-            amount_by_currency[currency] = amount
-        else:
-            total_loans, total_amount = loans, amount
+            # A currency whose loans were all deleted keeps its (zero) totals rows.
+            if count:
+                by_currency[currency] = count
+                amount_by_currency[currency] = amount
+        elif count:
+            total_loans, total_amount = count, amount
     average = (total_amount / total_loans) if total_loans else Decimal(0)
     return LoanStats(
         total_loans=total_loans,
