@@ -1,15 +1,17 @@
-"""The `branchloans` command: migrate creates and migrates, seed is idempotent."""
+"""The `branchloans` command: migrate creates and migrates, seed is idempotent, demo-data
+loads in bulk."""
 
 import asyncio
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
+from alembic import command
 from sqlalchemy import make_url
 
 from branchloans.cli import main
 from branchloans.config import get_settings
-from branchloans.migrate import drop_database, head_revision
+from branchloans.migrate import alembic_config, drop_database, head_revision
 from tests.support import throwaway_database_url, with_password
 
 
@@ -133,3 +135,74 @@ def test_purge_idempotency_keys_deletes_only_expired_ones(
     assert "purged 1 expired idempotency key(s)" in capsys.readouterr().out
     rows = asyncio.run(_fetch(cli_database_url, "SELECT key FROM idempotency_keys"))
     assert [row[0] for row in rows] == ["new"]
+
+
+TOTALS_MATCH_LOANS = """
+SELECT NOT EXISTS (
+    (SELECT status, currency, count(*), sum(amount) FROM loans GROUP BY 1, 2)
+    EXCEPT ALL
+    (SELECT status, currency, sum(loans), sum(amount) FROM loan_totals GROUP BY 1, 2
+     HAVING sum(loans) <> 0)
+) AND NOT EXISTS (
+    (SELECT status, currency, sum(loans), sum(amount) FROM loan_totals GROUP BY 1, 2
+     HAVING sum(loans) <> 0)
+    EXCEPT ALL
+    (SELECT status, currency, count(*), sum(amount) FROM loans GROUP BY 1, 2)
+)
+"""
+
+
+def test_demo_data_loads_loans_each_with_one_event_and_exact_totals(
+    cli_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["migrate"])
+
+    assert main(["demo-data", "--count", "2000", "--seed", "7"]) == 0
+
+    assert "inserted 2000 synthetic loan(s) with 2000 event(s)" in capsys.readouterr().out
+    [row] = asyncio.run(
+        _fetch(
+            cli_database_url,
+            "SELECT count(*), count(DISTINCT e.loan_id), bool_and(e.to_status = l.status),"
+            " bool_and(e.from_status IS NULL AND e.occurred_at = l.updated_at),"
+            " bool_and(l.version = 1), count(DISTINCT l.currency) > 3"
+            " FROM loans l JOIN loan_events e ON e.loan_id = l.id",
+        )
+    )
+    assert tuple(row) == (2000, 2000, True, True, True, True)
+    assert asyncio.run(_fetch(cli_database_url, TOTALS_MATCH_LOANS))[0][0] is True
+
+
+def test_demo_data_twice_adds_more_loans_and_keeps_totals_and_schema(
+    cli_database_url: str,
+) -> None:
+    main(["migrate"])
+    main(["demo-data", "--count", "1500", "--seed", "1"])
+
+    # Smaller than the table this time: loaded with the indexes in place.
+    assert main(["demo-data", "--count", "500", "--seed", "1"]) == 0
+
+    counts = asyncio.run(
+        _fetch(cli_database_url, "SELECT (SELECT count(*) FROM loans), count(*) FROM loan_events")
+    )
+    assert tuple(counts[0]) == (2000, 2000)
+    assert asyncio.run(_fetch(cli_database_url, TOTALS_MATCH_LOANS))[0][0] is True
+    command.check(alembic_config(cli_database_url))
+
+
+def test_demo_data_refuses_to_run_in_production(
+    cli_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    get_settings.cache_clear()
+
+    assert main(["demo-data", "--count", "10"]) == 2
+    assert "production" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", ["0", "-5", "many"])
+def test_demo_data_needs_a_positive_count(count: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo-data", "--count", count])
+
+    assert exit_info.value.code == 2

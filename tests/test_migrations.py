@@ -1,6 +1,7 @@
 """Alembic migrations: they build the schema the models describe, both ways."""
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 from alembic import command
@@ -76,3 +77,46 @@ def test_lifecycle_revision_gives_existing_loans_a_history(empty_database_url: s
 
 def test_head_revision_is_known() -> None:
     assert head_revision() is not None
+
+
+def test_totals_revision_counts_the_loans_already_there(empty_database_url: str) -> None:
+    command.upgrade(alembic_config(empty_database_url), "0002")
+    asyncio.run(
+        _execute(
+            empty_database_url,
+            "INSERT INTO loans (id, borrower_id, amount, currency, status) VALUES"
+            " ('00000000-0000-0000-0000-0000000000b1', 'b', 10.50, 'USD', 'pending'),"
+            " ('00000000-0000-0000-0000-0000000000b2', 'b', 4.25, 'USD', 'pending'),"
+            " ('00000000-0000-0000-0000-0000000000b3', 'b', 7, 'INR', 'rejected')",
+        )
+    )
+
+    upgrade_to_head(empty_database_url)
+
+    rows = asyncio.run(
+        _execute(
+            empty_database_url,
+            "SELECT status, currency, sum(loans)::int, sum(amount) FROM loan_totals"
+            " GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+    )
+    assert rows == [("pending", "USD", 2, Decimal("14.75")), ("rejected", "INR", 1, Decimal("7"))]
+
+
+def test_downgrading_the_totals_revision_removes_its_triggers_and_functions(
+    empty_database_url: str,
+) -> None:
+    upgrade_to_head(empty_database_url)
+
+    command.downgrade(alembic_config(empty_database_url), "0002")
+
+    leftovers = asyncio.run(
+        _execute(
+            empty_database_url,
+            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'loan_totals%'"
+            " UNION ALL SELECT proname FROM pg_proc WHERE proname LIKE 'loan_totals%'"
+            " UNION ALL SELECT relname FROM pg_class WHERE relname LIKE '%loan_totals%'"
+            " OR relname IN ('ix_loans_status_created_at_id', 'ix_loans_currency_created_at_id')",
+        )
+    )
+    assert leftovers == []

@@ -1,4 +1,4 @@
-"""The `branchloans` command: serve, migrate, seed, certs."""
+"""The `branchloans` command: serve, migrate, seed, demo-data, certs, api-keys, ..."""
 
 import argparse
 import asyncio
@@ -176,6 +176,39 @@ def _api_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _load_demo_data(count: int, seed: int | None) -> None:
+    import asyncpg
+    from sqlalchemy import make_url
+
+    from branchloans.loans.synthetic import load_synthetic_loans
+
+    url = make_url(get_settings().database_url.encoded_string()).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        report = await load_synthetic_loans(connection, count, seed)
+    finally:
+        await connection.close()
+    print(
+        f"inserted {report.loans} synthetic loan(s) with {report.events} event(s)"
+        f" in {report.seconds:.1f} s"
+    )
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    if get_settings().app_env is AppEnv.PRODUCTION:
+        print("refusing to insert synthetic loans into a production database", file=sys.stderr)
+        return 2
+    asyncio.run(_load_demo_data(args.count, args.seed))
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per task."""
     parser = argparse.ArgumentParser(
@@ -237,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
     revoke.set_defaults(handler=_api_keys_revoke)
+    demo_data = commands.add_parser(
+        "demo-data", help="bulk-load N realistic synthetic loans with their histories (COPY)"
+    )
+    demo_data.add_argument("--count", type=_positive, required=True, help="loans to add")
+    demo_data.add_argument("--seed", type=int, help="random seed, for repeatable values")
+    demo_data.set_defaults(handler=_demo_data)
     return parser
 
 

@@ -1,0 +1,272 @@
+"""Realistic synthetic loans in bulk, loaded with COPY, for demos and benchmarks.
+
+Loans are created over the two years before the load, oldest first (as a real table fills),
+in ten currencies weighted like a microlender's markets, with amounts log-uniform in whole
+minor units of their currency, and statuses distributed like a mature book: most disbursed
+or repaid, some pending, approved, rejected or defaulted. `updated_at` is when the loan
+reached its status and `disbursed_at` is set exactly for disbursed, repaid and defaulted
+loans, between creation and that last change.
+
+Each loan gets one event, as `branchloans seed` and migration 0002 record a loan whose
+earlier history is unknown: from no status to its current one, at `updated_at`, and the loan
+is at version 1. A full event trail would triple the events and, with one foreign-key check
+per event, the load time. Loans and events are written in batches by COPY in one
+transaction, the next batch generated in a thread while Postgres stores the last; the
+triggers on `loans` keep `loan_totals` exact as they go.
+
+`seed` fixes every value but the ids, which are always fresh, so loading twice adds loans.
+"""
+
+import asyncio
+import io
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from branchloans.currencies import MINOR_UNITS
+from branchloans.loans.models import MAX_AMOUNT, LoanStatus
+
+LOAN_COLUMNS = (
+    "id",
+    "borrower_id",
+    "amount",
+    "currency",
+    "status",
+    "term_months",
+    "interest_rate_apr",
+    "created_at",
+    "updated_at",
+    "disbursed_at",
+)
+EVENT_COLUMNS = ("loan_id", "to_status", "reason", "occurred_at")
+EVENT_REASON = "synthetic demo data"
+NULL = "\\N"
+BATCH_SIZE = 20_000
+HISTORY_SECONDS = 730 * 86_400.0
+
+
+@dataclass(frozen=True)
+class Market:
+    """Where loans in a currency come from and how large they usually are."""
+
+    currency: str
+    country: str
+    weight: int
+    smallest: int
+    largest: int
+
+
+MARKETS = (
+    Market("INR", "india", 25, 2_000, 50_000),
+    Market("KES", "kenya", 18, 1_000, 50_000),
+    Market("NGN", "nigeria", 15, 5_000, 50_000),
+    Market("PHP", "philippines", 12, 1_000, 50_000),
+    Market("VND", "vietnam", 6, 10_000, 50_000),
+    Market("UGX", "uganda", 6, 10_000, 50_000),
+    Market("GHS", "ghana", 5, 100, 20_000),
+    Market("TZS", "tanzania", 5, 10_000, 50_000),
+    Market("MXN", "mexico", 5, 500, 50_000),
+    Market("USD", "us", 3, 50, 5_000),
+)
+
+STATUS_WEIGHTS = {
+    LoanStatus.PENDING: 8,
+    LoanStatus.APPROVED: 5,
+    LoanStatus.REJECTED: 17,
+    LoanStatus.DISBURSED: 35,
+    LoanStatus.REPAID: 28,
+    LoanStatus.DEFAULTED: 7,
+}
+_PAID_OUT = frozenset({"disbursed", "repaid", "defaulted"})
+# The longest time from creation to the current status: days for a decision, up to a year
+# for a loan to be repaid or written off.
+_MAX_AGE_SECONDS = {
+    "pending": 0.0,
+    "approved": 5 * 86_400.0,
+    "rejected": 5 * 86_400.0,
+    "disbursed": 8 * 86_400.0,
+    "repaid": 365 * 86_400.0,
+    "defaulted": 365 * 86_400.0,
+}
+_TERMS = (3, 6, 9, 12, 18, 24, 36)
+_TERM_WEIGHTS = (10, 20, 10, 30, 10, 15, 5)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """`size` loans and their events as COPY text (tab-separated, `\\N` for NULL)."""
+
+    size: int
+    loans: bytes
+    events: bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every batch of one load shares; batches are generated independently from it."""
+
+    count: int
+    seed: str
+    end: float
+
+    def batches(self) -> range:
+        """The indexes of the batches of this load."""
+        return range(math.ceil(self.count / BATCH_SIZE))
+
+
+def _amount(rng: random.Random, market: Market) -> str:
+    # Log-uniform: many small loans, fewer large ones, in whole minor units of the currency.
+    places = MINOR_UNITS[market.currency]
+    value = math.exp(rng.uniform(math.log(market.smallest), math.log(market.largest)))
+    minor = max(1, min(round(value * 10**places), int(MAX_AMOUNT) * 10**places))
+    if places == 0:
+        return str(minor)
+    whole, fraction = divmod(minor, 10**places)
+    return f"{whole}.{fraction:0{places}d}"
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _uuid4s(count: int) -> list[str]:
+    # Random version-4 UUIDs from the OS, as text; uuid.uuid4() one by one costs more here.
+    text = os.urandom(16 * count).hex()
+    return [
+        f"{text[i : i + 8]}-{text[i + 8 : i + 12]}-4{text[i + 13 : i + 16]}"
+        f"-{'89ab'[int(text[i + 16], 16) & 3]}{text[i + 17 : i + 20]}-{text[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
+
+
+_STATUSES = [status.value for status in STATUS_WEIGHTS]
+_STATUS_WEIGHTS = list(STATUS_WEIGHTS.values())
+_MARKET_WEIGHTS = [market.weight for market in MARKETS]
+
+
+def generate_batch(plan: Plan, index: int) -> Batch:
+    """Batch `index` of a load, the same for the same plan (but for the ids).
+
+    Rows are COPY text rather than Python values: Postgres parses text faster than
+    asyncpg encodes Decimals and datetimes, and the values are ours, so nothing needs
+    escaping. A steady flow of applications: the n-th loan is created at a random moment
+    of the n-th of `count` equal slices of the two years, so creation times ascend and
+    end before `plan.end`.
+    """
+    rng = random.Random(f"{plan.seed}:{index}")  # noqa: S311 - demo data, not secrets
+    start = index * BATCH_SIZE
+    size = min(BATCH_SIZE, plan.count - start)
+    borrowers = max(1, plan.count // 2)
+    first = plan.end - HISTORY_SECONDS
+    slice_seconds = HISTORY_SECONDS / plan.count
+    uniform = rng.random
+    markets = rng.choices(MARKETS, weights=_MARKET_WEIGHTS, k=size)
+    statuses = rng.choices(_STATUSES, weights=_STATUS_WEIGHTS, k=size)
+    terms = rng.choices(_TERMS, weights=_TERM_WEIGHTS, k=size)
+    loans, events = [], []
+    for offset, (loan_id, market, status, term) in enumerate(
+        zip(_uuid4s(size), markets, statuses, terms, strict=True), start
+    ):
+        created = first + (offset + uniform()) * slice_seconds
+        changed = created + min(_MAX_AGE_SECONDS[status], plan.end - created) * uniform()
+        updated_at = _utc(changed)
+        disbursed_at = (
+            _utc(created + (changed - created) * uniform()) if status in _PAID_OUT else NULL
+        )
+        rate = 800 + int(uniform() * 3700)
+        loans.append(
+            f"{loan_id}\tusr_{market.country}_{int(uniform() * borrowers):07d}"
+            f"\t{_amount(rng, market)}\t{market.currency}\t{status}"
+            f"\t{term if uniform() < 0.95 else NULL}"
+            f"\t{f'{rate // 100}.{rate % 100:02d}' if uniform() < 0.95 else NULL}"
+            f"\t{_utc(created)}\t{updated_at}\t{disbursed_at}\n"
+        )
+        events.append(f"{loan_id}\t{status}\t{EVENT_REASON}\t{updated_at}\n")
+    return Batch(size, "".join(loans).encode(), "".join(events).encode())
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load wrote and how long it took."""
+
+    loans: int
+    events: int
+    seconds: float
+
+
+# Plain indexes (none backing a constraint) of a table, with the statement that rebuilds each.
+_PLAIN_INDEXES = """
+SELECT format('DROP INDEX %I', index.relname), pg_get_indexdef(entry.indexrelid)
+FROM pg_index AS entry JOIN pg_class AS index ON index.oid = entry.indexrelid
+WHERE entry.indrelid = $1::regclass
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = entry.indexrelid)
+ORDER BY index.relname
+"""
+# Foreign keys of a table, with the statement that adds (and validates) each again.
+_FOREIGN_KEYS = """
+SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+       format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
+              pg_get_constraintdef(oid))
+FROM pg_constraint
+WHERE conrelid = $1::regclass AND contype = 'f'
+ORDER BY conname
+"""
+
+
+async def _set_aside(connection: Any, tables: tuple[str, ...]) -> list[str]:
+    """Drop the plain indexes and foreign keys of `tables`; the statements that restore them.
+
+    Postgres checks a foreign key row by row and inserts index entries one at a time, while
+    adding them afterwards is one sort per index and one join per key.
+    """
+    indexes: list[str] = []
+    keys: list[str] = []
+    for table in tables:
+        for query, restore in (_PLAIN_INDEXES, indexes), (_FOREIGN_KEYS, keys):
+            for drop, create in await connection.fetch(query, table):
+                await connection.execute(drop)
+                restore.append(create)
+    return indexes + keys
+
+
+async def load_synthetic_loans(connection: Any, count: int, seed: int | None = None) -> LoadReport:
+    """Generate `count` loans with their events and COPY them in, in one transaction.
+
+    `connection` is an asyncpg connection. The next batch is generated in a thread while
+    Postgres stores the current one. A load at least as large as the table sets the plain
+    indexes and foreign keys of `loans` and `loan_events` aside and adds them again before
+    committing, which keeps other sessions off those tables until the load commits. The
+    tables are analysed afterwards so the planner sees their new size at once.
+    """
+    started = time.perf_counter()
+    plan = Plan(
+        count,
+        str(seed if seed is not None else os.urandom(8).hex()),
+        datetime.now(UTC).timestamp(),
+    )
+    async with connection.transaction():
+        rows: float = await connection.fetchval(
+            "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'loans'::regclass"
+        )
+        restore = await _set_aside(connection, ("loans", "loan_events")) if count >= rows else []
+        upcoming = asyncio.create_task(asyncio.to_thread(generate_batch, plan, 0))
+        for index in plan.batches():
+            batch = await upcoming
+            if index + 1 in plan.batches():
+                upcoming = asyncio.create_task(asyncio.to_thread(generate_batch, plan, index + 1))
+            await connection.copy_to_table(
+                "loans", source=io.BytesIO(batch.loans), columns=LOAN_COLUMNS
+            )
+            await connection.copy_to_table(
+                "loan_events", source=io.BytesIO(batch.events), columns=EVENT_COLUMNS
+            )
+        if restore:
+            await connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for statement in restore:
+            await connection.execute(statement)
+    await connection.execute("ANALYZE loans, loan_events, loan_totals")
+    return LoadReport(count, count, time.perf_counter() - started)
