@@ -70,8 +70,11 @@ class Database:
         return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
 
 
-def get_database(request: Request) -> Database:
-    """The application's database handle."""
+async def get_database(request: Request) -> Database:
+    """The application's database handle.
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
     database: Database = request.app.state.db
     return database
 

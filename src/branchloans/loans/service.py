@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, RowMapping, func, insert, select, text, tuple_, update
+from sqlalchemy import BigInteger, RowMapping, Select, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.loans.cursor import Position
@@ -219,10 +219,10 @@ async def list_events(session: AsyncSession, loan_id: uuid.UUID) -> Sequence[Loa
     return events
 
 
-async def list_loans(
-    session: AsyncSession, where: LoanFilter, *, limit: int, after: Position | None = None
-) -> LoanPage:
-    """Up to `limit` loans that pass the filter, newest first, starting after `after`.
+def list_query(
+    where: LoanFilter, *, limit: int, after: Position | None = None
+) -> Select[*tuple[Any, ...]]:
+    """The query of a page: up to `limit` loans passing `where`, newest first, after `after`.
 
     A keyset page: each filter and the position are conditions on an index whose order is
     the list order, so the page costs the same however deep it is.
@@ -240,12 +240,28 @@ async def list_loans(
         query = query.where(Loan.created_at < where.created_before)
     if after is not None:
         query = query.where(tuple_(Loan.created_at, Loan.id) < tuple_(after.created_at, after.id))
+    return query.limit(limit)
+
+
+async def list_loans(
+    session: AsyncSession, where: LoanFilter, *, limit: int, after: Position | None = None
+) -> LoanPage:
+    """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
     # One row more than the page says whether another page follows.
-    rows = (await session.execute(query.limit(limit + 1))).mappings().all()
+    query = list_query(where, limit=limit + 1, after=after)
+    rows = (await session.execute(query)).mappings().all()
     if len(rows) <= limit:
         return LoanPage(rows, None)
     last = rows[limit - 1]
     return LoanPage(rows[:limit], Position(last["created_at"], last["id"]))
+
+
+def stats_query() -> Select[*tuple[Any, ...]]:
+    """Loans and amounts by status, by currency and overall, from the trigger-kept totals."""
+    loans = func.sum(LoanTotal.loans).cast(BigInteger)
+    return select(LoanTotal.status, LoanTotal.currency, loans, func.sum(LoanTotal.amount)).group_by(
+        text("GROUPING SETS ((status), (currency), ())")
+    )
 
 
 async def get_stats(session: AsyncSession) -> LoanStats:
@@ -254,12 +270,7 @@ async def get_stats(session: AsyncSession) -> LoanStats:
     Read from `loan_totals`, which triggers keep exact as loans change: the cost depends
     on the number of statuses and currencies, never on the number of loans.
     """
-    loans = func.sum(LoanTotal.loans).cast(BigInteger)
-    rows = await session.execute(
-        select(LoanTotal.status, LoanTotal.currency, loans, func.sum(LoanTotal.amount)).group_by(
-            text("GROUPING SETS ((status), (currency), ())")
-        )
-    )
+    rows = await session.execute(stats_query())
     by_status = dict.fromkeys(LoanStatus, 0)
     by_currency: dict[str, int] = {}
     amount_by_currency: dict[str, Decimal] = {}
