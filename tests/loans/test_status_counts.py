@@ -1,4 +1,4 @@
-"""loan_status_counts: the triggers keep loans per status right, whoever writes and how."""
+"""Loans per status, from loan_totals: the triggers keep them right, whoever writes and how."""
 
 import asyncio
 

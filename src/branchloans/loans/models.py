@@ -160,18 +160,3 @@ class LoanEvent(Base):
             f"from_status IS NULL OR from_status IN ({_STATUSES})", name="from_status_known"
         ),
     )
-
-
-class LoanStatusCount(Base):
-    """How many loans have each status, kept by triggers on `loans` (migration 0005).
-
-    Reading it never scans `loans`. Each status is spread over up to 16 rows (shards), picked
-    by the writing connection, so that concurrent inserts do not queue on one row; a status's
-    count is the sum of its rows (a single row may go negative).
-    """
-
-    __tablename__ = "loan_status_counts"
-
-    status: Mapped[str] = mapped_column(String(16), primary_key=True)
-    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    loans: Mapped[int] = mapped_column(BigInteger, server_default="0")

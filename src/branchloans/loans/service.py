@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.loans.cursor import Position
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
-from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanStatusCount, LoanTotal
+from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanTotal
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
 from branchloans.loans.schemas import CENT, LoanCreate, LoanSchedule, LoanStats
 from branchloans.problems import ProblemError
@@ -333,9 +333,7 @@ async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedul
 async def count_loans_by_status(session: AsyncSession) -> dict[LoanStatus, int]:
     """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
     rows = await session.execute(
-        select(LoanStatusCount.status, func.sum(LoanStatusCount.loans)).group_by(
-            LoanStatusCount.status
-        )
+        select(LoanTotal.status, func.sum(LoanTotal.loans)).group_by(LoanTotal.status)
     )
     counts = dict.fromkeys(LoanStatus, 0)
     for status, loans in rows:
