@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +25,7 @@ from branchloans.auth.models import Scope
 from branchloans.auth.service import create_api_key
 from branchloans.config import Settings
 from branchloans.db import Database, get_session
+from branchloans.migrate import asyncpg_dsn
 
 SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -212,3 +214,17 @@ async def create_key(database_url: str, *scopes: Scope) -> str:
             return await create_api_key(session, name, scopes or tuple(Scope))
     finally:
         await database.engine.dispose()
+
+
+async def terminate_app_connections(database_url: str) -> int:
+    """Have Postgres kill the API's connections to this database; how many it killed."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        killed: int = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'branchloans'"
+            " AND pid <> pg_backend_pid()"
+        )
+        return killed
+    finally:
+        await connection.close()

@@ -7,11 +7,10 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 from alembic import command
-from sqlalchemy import make_url
 
 from branchloans.cli import main
 from branchloans.config import get_settings
-from branchloans.migrate import alembic_config, drop_database, head_revision
+from branchloans.migrate import alembic_config, asyncpg_dsn, drop_database, head_revision
 from tests.support import throwaway_database_url, with_password
 
 
@@ -28,8 +27,7 @@ def cli_database_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 async def _fetch(database_url: str, query: str) -> list[asyncpg.Record]:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         return await connection.fetch(query)
     finally:

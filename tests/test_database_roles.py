@@ -10,15 +10,16 @@ from sqlalchemy import make_url
 
 from branchloans.cli import main
 from branchloans.config import get_settings
-from branchloans.migrate import drop_database
+from branchloans.migrate import asyncpg_dsn, drop_database
 from tests.support import SERVER_URL, throwaway_database_url
 
 
-def _dsn(url: str, user: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    if user is not None:
-        parsed = parsed.set(username=user, password="app-secret")
-    return parsed.render_as_string(hide_password=False)
+def _as_role(url: str, role: str) -> str:
+    return (
+        make_url(url)
+        .set(username=role, password="app-secret")
+        .render_as_string(hide_password=False)
+    )
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def app_role_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, st
 
 
 async def _drop_role(role: str) -> None:
-    connection = await asyncpg.connect(_dsn(SERVER_URL))
+    connection = await asyncpg.connect(asyncpg_dsn(SERVER_URL))
     try:
         await connection.execute(f'DROP ROLE IF EXISTS "{role}"')
     finally:
@@ -46,7 +47,7 @@ async def _drop_role(role: str) -> None:
 
 
 async def _as_app_role(owner_url: str, role: str, statement: str) -> object:
-    connection = await asyncpg.connect(_dsn(owner_url, user=role))
+    connection = await asyncpg.connect(asyncpg_dsn(_as_role(owner_url, role)))
     try:
         return await connection.fetchval(statement)
     finally:

@@ -75,28 +75,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authentication is off: anyone who can reach the API may use it",
                 app_env=settings.app_env.value,
             )
-        purger = (
-            asyncio.create_task(purge_periodically(database, settings.idempotency_purge_interval))
-            if settings.idempotency_purge_interval
-            else None
-        )
-        pool_watch = (
-            asyncio.create_task(metrics.pool.follow(database.engine.pool))
-            if settings.metrics_enabled
-            else None
-        )
+        background = []
+        if settings.idempotency_purge_interval:
+            background.append(
+                asyncio.create_task(
+                    purge_periodically(database, settings.idempotency_purge_interval)
+                )
+            )
+        if settings.metrics_enabled:
+            background.append(asyncio.create_task(metrics.pool.follow(database.engine.pool)))
         try:
             with drain_on_sigterm(app.state.draining, settings.shutdown_drain_seconds):
                 yield
         finally:
-            if purger is not None:
-                purger.cancel()
+            for task in background:
+                task.cancel()
                 with suppress(asyncio.CancelledError):
-                    await purger
-            if pool_watch is not None:
-                pool_watch.cancel()
-                with suppress(asyncio.CancelledError):
-                    await pool_watch
+                    await task
             await database.engine.dispose()
             metrics.close()
 

@@ -178,12 +178,12 @@ def _api_keys_revoke(args: argparse.Namespace) -> int:
 
 async def _load_demo_data(count: int, seed: int | None) -> None:
     import asyncpg
-    from sqlalchemy import make_url
 
     from branchloans.loans.synthetic import load_synthetic_loans
+    from branchloans.migrate import asyncpg_dsn
 
-    url = make_url(get_settings().database_url.encoded_string()).set(drivername="postgresql")
-    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    dsn = asyncpg_dsn(get_settings().database_url.encoded_string())
+    connection = await asyncpg.connect(dsn)
     try:
         report = await load_synthetic_loans(connection, count, seed)
     finally:

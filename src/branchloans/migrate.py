@@ -46,8 +46,12 @@ def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _maintenance_dsn(database_url: str) -> str:
-    url = make_url(database_url).set(drivername="postgresql", database=MAINTENANCE_DATABASE)
+def asyncpg_dsn(database_url: str, database: str | None = None) -> str:
+    """DATABASE_URL (`postgresql+asyncpg://`) as a DSN asyncpg.connect takes, optionally
+    aimed at another database."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
     return url.render_as_string(hide_password=False)
 
 
@@ -55,7 +59,7 @@ async def create_database_if_missing(database_url: str) -> bool:
     """Create the database DATABASE_URL names unless it exists; True when it was created."""
     name = make_url(database_url).database
     assert name, "DATABASE_URL names no database"
-    connection = await asyncpg.connect(_maintenance_dsn(database_url))
+    connection = await asyncpg.connect(asyncpg_dsn(database_url, MAINTENANCE_DATABASE))
     try:
         if await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False
@@ -69,7 +73,7 @@ async def drop_database(database_url: str) -> None:
     """Drop the database DATABASE_URL names, closing its sessions first."""
     name = make_url(database_url).database
     assert name, "DATABASE_URL names no database"
-    connection = await asyncpg.connect(_maintenance_dsn(database_url))
+    connection = await asyncpg.connect(asyncpg_dsn(database_url, MAINTENANCE_DATABASE))
     try:
         await connection.execute(f"DROP DATABASE IF EXISTS {_quote_identifier(name)} WITH (FORCE)")
     finally:
@@ -97,11 +101,7 @@ async def grant_app_role(owner_url: str, app_url: str) -> bool:
         return False
     role = _quote_identifier(app.username)
     password = f"PASSWORD {_quote_literal(app.password)}" if app.password else ""
-    connection = await asyncpg.connect(
-        owner.set(drivername="postgresql", database=app.database).render_as_string(
-            hide_password=False
-        )
-    )
+    connection = await asyncpg.connect(asyncpg_dsn(owner_url, app.database))
     try:
         exists = await connection.fetchval(
             "SELECT 1 FROM pg_roles WHERE rolname = $1", app.username

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
+from branchloans.migrate import asyncpg_dsn
 from tests.reliability.faultproxy import Fault, FaultProxy
-from tests.support import make_settings, serving
+from tests.support import make_settings, serving, terminate_app_connections
 
 CONNECT_TIMEOUT = 1.0
 STATEMENT_TIMEOUT = 1.0
@@ -116,20 +117,6 @@ async def test_the_same_process_serves_again_when_the_database_returns(
     assert (await client.post("/api/loans", json=LOAN)).status_code == 201
 
 
-async def _terminate_backends(database_url: str) -> int:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        killed: int = await connection.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND application_name = 'branchloans'"
-            " AND pid <> pg_backend_pid()"
-        )
-        return killed
-    finally:
-        await connection.close()
-
-
 async def test_killed_connections_cost_at_most_the_requests_in_flight(
     client: httpx.AsyncClient, committed_database_url: str
 ) -> None:
@@ -137,7 +124,7 @@ async def test_killed_connections_cost_at_most_the_requests_in_flight(
     first = await asyncio.gather(*(client.get("/api/stats") for _ in range(in_flight)))
     assert {r.status_code for r in first} == {200}
 
-    killed = await _terminate_backends(committed_database_url)
+    killed = await terminate_app_connections(committed_database_url)
     during = await asyncio.gather(*(client.get("/api/stats") for _ in range(in_flight)))
     after = await asyncio.gather(*(client.get("/api/stats") for _ in range(in_flight)))
 
@@ -148,8 +135,7 @@ async def test_killed_connections_cost_at_most_the_requests_in_flight(
 
 
 async def _loan_ids(database_url: str, borrower_id: str) -> list[str]:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         rows = await connection.fetch(
             "SELECT id::text FROM loans WHERE borrower_id = $1", borrower_id

@@ -11,16 +11,12 @@ from collections.abc import Iterator
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import make_url
 
+from branchloans.migrate import asyncpg_dsn
 from tests.support import LiveServer, live_server
 
 DRAIN_SECONDS = 1.5
 LOAN = {"borrower_id": "usr_shutdown", "amount": 250, "currency": "KES"}
-
-
-def _dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class RowLock:
@@ -28,7 +24,7 @@ class RowLock:
 
     def __init__(self, database_url: str, loan_id: str) -> None:
         self._loop = asyncio.new_event_loop()
-        self._connection = self._loop.run_until_complete(asyncpg.connect(_dsn(database_url)))
+        self._connection = self._loop.run_until_complete(asyncpg.connect(asyncpg_dsn(database_url)))
         self._loop.run_until_complete(self._connection.execute("BEGIN"))
         self._loop.run_until_complete(
             self._connection.execute("SELECT 1 FROM loans WHERE id = $1 FOR UPDATE", loan_id)

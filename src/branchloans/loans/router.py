@@ -229,12 +229,11 @@ async def get_loan(
     summary="Repayment schedule of a loan",
     dependencies=READ,
     responses={
-        404: _problem("No loan has this id."),
+        **_LOAN_NOT_FOUND,
         409: _problem(
             "No schedule exists: the loan has no term or no rate (`missing` lists which), "
             "or an amount its currency cannot pay exactly."
         ),
-        422: _problem("The id is not a UUID."),
     },
 )
 async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
