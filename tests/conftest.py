@@ -110,6 +110,9 @@ async def connection(app: FastAPI) -> AsyncIterator[AsyncConnection]:
     """A connection inside a transaction that is rolled back after the test."""
     async with app.state.db.engine.connect() as conn:
         transaction = await conn.begin()
+        # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement; send it now, so
+        # that statements sent on the driver's own connection are inside the transaction too.
+        await conn.exec_driver_sql("SELECT 1")
         try:
             yield conn
         finally:

@@ -10,12 +10,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import asyncpg
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -24,7 +24,7 @@ from branchloans.app import create_app
 from branchloans.auth.models import Scope
 from branchloans.auth.service import create_api_key
 from branchloans.config import Settings
-from branchloans.db import Database, get_session
+from branchloans.db import Database, get_database
 from branchloans.migrate import asyncpg_dsn
 
 SERVER_URL = os.environ.get(
@@ -86,25 +86,52 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class DatabaseInTransaction(Database):
+    """The app's database, with every connection and session inside a test's transaction.
+
+    Each `connect()` block is a savepoint, so a statement that fails undoes itself alone,
+    as it does on a connection of its own outside a transaction.
+    """
+
+    test_connection: AsyncConnection = field(kw_only=True)
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[asyncpg.Connection]:
+        """The test connection's asyncpg connection, in a savepoint."""
+        raw = await self.test_connection.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        assert driver.is_in_transaction(), "the test transaction has not begun"
+        async with driver.transaction():
+            yield driver
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose commits are savepoints of the test transaction."""
+        async with AsyncSession(
+            bind=self.test_connection,
+            join_transaction_mode="create_savepoint",
+            expire_on_commit=False,
+        ) as request_session:
+            yield request_session
+
+
 @asynccontextmanager
 async def client_in_transaction(
     app: FastAPI, connection: AsyncConnection, **transport_options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client for `app` whose every request works inside the transaction of `connection`."""
 
-    async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
-        async with AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as request_session:
-            yield request_session
+    async def database_in_test_transaction(request: Request) -> Database:
+        return DatabaseInTransaction(**vars(request.app.state.db), test_connection=connection)
 
-    app.dependency_overrides[get_session] = session_in_test_transaction
+    app.dependency_overrides[get_database] = database_in_test_transaction
     transport = httpx.ASGITransport(app=app, **transport_options)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
     finally:
-        app.dependency_overrides.pop(get_session, None)
+        app.dependency_overrides.pop(get_database, None)
 
 
 @asynccontextmanager

@@ -1,8 +1,18 @@
-"""The database plumbing: pooled connections that Postgres closed are never handed out."""
+"""The database plumbing: pooled connections that Postgres closed are never handed out,
+waiting requests are served in arrival order, and driver statements run as compiled."""
 
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
 import httpx
+import pytest
+from sqlalchemy import bindparam, exc, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.support import terminate_app_connections
+from branchloans.db import Database, DriverStatement, driver_connection
+from branchloans.loans.models import Loan
+from tests.support import make_settings, terminate_app_connections
 
 
 async def test_request_after_postgres_closed_the_pooled_connections_succeeds(
@@ -15,3 +25,82 @@ async def test_request_after_postgres_closed_the_pooled_connections_succeeds(
     responses = [await committed_client.get(path) for path in ("/api/stats", "/api/loans")]
 
     assert [response.status_code for response in responses] == [200, 200]
+
+
+@pytest.fixture
+async def one_connection_database(database_url: str) -> AsyncIterator[Database]:
+    """A database handle whose pool holds a single connection, given up after 0.5 s."""
+    settings = make_settings(database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.5)
+    database = Database.from_settings(settings)
+    yield database
+    await database.engine.dispose()
+
+
+async def test_waiting_requests_get_the_connection_in_arrival_order(
+    one_connection_database: Database,
+) -> None:
+    served: list[str] = []
+    release = asyncio.Event()
+
+    async def use(name: str) -> None:
+        async with one_connection_database.connect() as connection:
+            served.append(name)
+            await connection.fetchval("SELECT 1")
+            if name == "first":
+                await release.wait()
+
+    first = asyncio.create_task(use("first"))
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.create_task(use(f"waiting {n}")) for n in range(3)]
+    await asyncio.sleep(0.05)
+    release.set()
+    # Arrives as the connection is handed on: it must queue behind those already waiting.
+    latecomer = asyncio.create_task(use("latecomer"))
+    await asyncio.gather(first, *waiting, latecomer)
+
+    assert served == ["first", "waiting 0", "waiting 1", "waiting 2", "latecomer"]
+
+
+async def test_no_free_connection_within_the_pool_timeout_is_sqlalchemys_timeout(
+    one_connection_database: Database,
+) -> None:
+    async with one_connection_database.connect():
+        with pytest.raises(exc.TimeoutError):
+            async with one_connection_database.connect():
+                pass
+
+
+async def test_a_connection_postgres_ended_during_use_is_not_pooled_again(
+    one_connection_database: Database,
+) -> None:
+    async with one_connection_database.connect() as connection:
+        first_pid = connection.get_server_pid()
+
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        async with one_connection_database.connect() as connection:
+            await connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    async with one_connection_database.connect() as connection:
+        assert await connection.fetchval("SELECT 1") == 1
+        assert connection.get_server_pid() != first_pid
+
+
+def test_a_driver_statement_keeps_the_literal_values_of_its_query() -> None:
+    statement = DriverStatement.compile(
+        select(Loan.id).where(Loan.currency == bindparam("currency")).limit(7)
+    )
+
+    assert statement.sql.count("$") == 2
+    assert statement.arguments({"currency": "KES"}) == ["KES", 7]
+
+
+async def test_a_driver_statement_runs_on_the_sessions_connection_in_its_transaction(
+    session: AsyncSession,
+) -> None:
+    await session.execute(text("CREATE TEMPORARY TABLE seen (n int) ON COMMIT DROP"))
+    await session.execute(text("INSERT INTO seen VALUES (41)"))
+
+    connection = await driver_connection(session)
+
+    assert await connection.fetchval("SELECT n + 1 FROM seen") == 42
+    assert connection.is_in_transaction()

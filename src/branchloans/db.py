@@ -1,11 +1,15 @@
-"""Database engine, session factory and the FastAPI session dependency."""
+"""Database engine, session factory, the FastAPI session dependency and driver statements."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import MetaData
+from sqlalchemy import ClauseElement, MetaData, event, exc
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,6 +17,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_
 
 from branchloans.config import Settings
 
@@ -32,16 +39,49 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# Errors after which a connection may be mid-protocol or gone: it is closed, not reused.
+_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncio.CancelledError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # the backend was terminated, or shuts down
+)
+
+
+def _checkout_check(timeout: float) -> Callable[[Any, ConnectionPoolEntry, Any], None]:
+    """A pool listener replacing connections Postgres closed while they sat in the pool.
+
+    One round trip, bounded by `timeout`, where SQLAlchemy's own pre-ping takes three with
+    asyncpg (BEGIN, the ping, ROLLBACK). Raising DisconnectionError makes the pool open a
+    new connection and retry.
+    """
+
+    def check(dbapi_connection: Any, connection_record: ConnectionPoolEntry, proxy: Any) -> None:
+        driver: asyncpg.Connection = dbapi_connection.driver_connection
+        if driver.is_closed():
+            raise exc.DisconnectionError("the server closed the connection")
+        try:
+            await_(driver.execute("SELECT 1", timeout=timeout))
+        except Exception as error:
+            # Closed at once: a polite close would wait on a stalled network path.
+            driver.terminate()
+            raise exc.DisconnectionError(f"the connection failed its check: {error!r}") from error
+
+    return check
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """An asyncpg engine whose pool and timeouts come from the settings."""
     statement_timeout_ms = int(settings.db_statement_timeout * 1000)
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url.encoded_string(),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        # A connection Postgres closed while idle is replaced before use, not handed to a request.
-        pool_pre_ping=True,
+        # `_checkout_check` pings instead, in one round trip.
+        pool_pre_ping=False,
         connect_args={
             "timeout": settings.db_connect_timeout,
             # Client side, so a query on a connection the network stalled still ends; the
@@ -54,20 +94,90 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _checkout_check(settings.db_connect_timeout))
+    return engine
 
 
 @dataclass(frozen=True)
 class Database:
-    """The engine and the session factory bound to it, kept on `app.state.db`."""
+    """The engine, its session factory and a fair queue for its connections.
+
+    Kept on `app.state.db`. Requests reach the database through `connect()` (a pooled asyncpg
+    connection for single statements, the fast path) or `session()` (the ORM).
+    """
 
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # One slot per pooled connection. The pool's own queue lets a newcomer take a connection
+    # just handed to a waiting request, so under load a few requests waited seconds; the
+    # semaphore serves waiting requests first come, first served.
+    slots: asyncio.Semaphore
+    slot_timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Database":
-        """Build the engine and its session factory."""
+        """Build the engine, its session factory and its slots."""
         engine = create_engine(settings)
-        return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
+        return cls(
+            engine,
+            async_sessionmaker(engine, expire_on_commit=False),
+            asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow),
+            settings.db_pool_timeout,
+        )
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the pool's connections' slots; `TimeoutError` of SQLAlchemy's when
+        none frees up within the pool timeout, as the pool itself would raise."""
+        if self.slots.locked():
+            try:
+                async with asyncio.timeout(self.slot_timeout):
+                    await self.slots.acquire()
+            except TimeoutError as error:
+                raise exc.TimeoutError(
+                    f"no database connection free within {self.slot_timeout:g} s"
+                ) from error
+        else:
+            await self.slots.acquire()
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled asyncpg connection outside any transaction: each statement commits alone.
+
+        For the hot paths, whose work is one statement: no session, no ORM, no BEGIN.
+        """
+        async with self.slot():
+            pooled = await self._checkout()
+            driver: asyncpg.Connection = pooled.driver_connection
+            try:
+                yield driver
+            except BaseException as error:
+                # What SQLAlchemy does for its own statements: a connection that failed this
+                # way is closed, never handed to the next request.
+                if driver.is_closed() or isinstance(error, _CONNECTION_LOST):
+                    pooled.invalidate(error)
+                raise
+            finally:
+                if pooled.dbapi_connection is not None:
+                    pooled.close()
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            return await self.engine.raw_connection()
+        except dbapi_error as error:
+            # Wrapped as `engine.connect()` would, so a failed connect reads the same everywhere.
+            raise exc.DBAPIError.instance(None, None, error, dbapi_error) from error
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An ORM session, closed (and rolled back if uncommitted) at the end."""
+        async with self.slot(), self.sessionmaker() as session:
+            yield session
 
 
 async def get_database(request: Request) -> Database:
@@ -79,13 +189,68 @@ async def get_database(request: Request) -> Database:
     return database
 
 
-async def get_session(
-    database: Annotated[Database, Depends(get_database)],
-) -> AsyncIterator[AsyncSession]:
-    """One session per request, closed (and rolled back if uncommitted) when the request ends."""
-    async with database.sessionmaker() as session:
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+async def get_session(database: DatabaseDep) -> AsyncIterator[AsyncSession]:
+    """One session per request, closed (and rolled back if uncommitted) when the request ends.
+
+    The request waits its turn for a connection slot first, so the session never waits
+    on the pool.
+    """
+    async with database.session() as session:
         yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+# asyncpg's own placeholders ($1, $2, ...), as the asyncpg dialect renders them for itself.
+_DRIVER_DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A Core statement compiled once to asyncpg's SQL, for the hot paths.
+
+    Run straight on an asyncpg connection, it skips the ORM and SQLAlchemy's per-execution
+    work; outside a transaction (`Database.connect()`) it is its own transaction.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def compile(cls, statement: ClauseElement) -> "DriverStatement":
+        """Compile `statement`; its bind parameters are filled by name at each run."""
+        compiled = statement.compile(dialect=_DRIVER_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        return cls(str(compiled), tuple(compiled.positiontup or ()), compiled.params)
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for `values`, literal values of the statement filled in."""
+        return [values[name] if name in values else self.defaults[name] for name in self.names]
+
+    async def fetch(self, connection: asyncpg.Connection, **values: Any) -> list[asyncpg.Record]:
+        """Every row the statement returns."""
+        rows: list[asyncpg.Record] = await connection.fetch(self.sql, *self.arguments(values))
+        return rows
+
+    async def fetchrow(
+        self, connection: asyncpg.Connection, **values: Any
+    ) -> asyncpg.Record | None:
+        """The first row the statement returns, None when there is none."""
+        return await connection.fetchrow(self.sql, *self.arguments(values))
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, for a `DriverStatement` in its transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only before its own first statement: call this
+    once the session has begun its transaction (the statement would commit alone otherwise).
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver

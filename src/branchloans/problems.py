@@ -226,7 +226,8 @@ _OUTAGE_ERRORS = (
 def _is_outage(error: Exception) -> bool:
     if isinstance(error, _OUTAGE_ERRORS):
         return True
-    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    # SQLAlchemy wraps the driver's error; a statement sent on the driver's connection does not.
+    sqlstate = getattr(getattr(error, "orig", error), "sqlstate", None) or ""
     return sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
 
 
@@ -256,7 +257,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     # A refused or timed-out connection (OSError), a dropped one, an exhausted pool
     # (sqlalchemy TimeoutError) or a server shutting down is an outage (503), not a bug (500).
-    for error in (exc.DBAPIError, *_OUTAGE_ERRORS):
+    for error in (exc.DBAPIError, asyncpg.PostgresError, *_OUTAGE_ERRORS):
         app.add_exception_handler(error, _handle_database_error)
     # Any other exception is answered and logged by ObservabilityMiddleware: a handler here
     # would run in Starlette's ServerErrorMiddleware, which re-raises, and uvicorn would log

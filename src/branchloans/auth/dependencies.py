@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from branchloans.auth.models import Scope
 from branchloans.auth.service import ANONYMOUS, Principal, authenticate_key
-from branchloans.db import SessionDep
+from branchloans.db import DatabaseDep
 from branchloans.problems import ProblemError
 
 _REALM = 'Bearer realm="branchloans"'
@@ -49,7 +49,7 @@ class InsufficientScopeError(ProblemError):
 
 async def current_principal(
     request: Request,
-    session: SessionDep,
+    database: DatabaseDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The caller, from `Authorization: Bearer <key>`; anonymous only while auth is off."""
@@ -57,7 +57,9 @@ async def current_principal(
         if not request.app.state.settings.requires_auth:
             return ANONYMOUS
         raise UnauthenticatedError("Send an API key: Authorization: Bearer <key>.", _REALM)
-    principal = await authenticate_key(session, request.app.state.api_keys, credentials.credentials)
+    principal = await authenticate_key(
+        database, request.app.state.api_keys, credentials.credentials
+    )
     if principal is None:
         raise UnauthenticatedError(
             "The API key is unknown or revoked.", f'{_REALM}, error="invalid_token"'

@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.auth.models import ApiKey, Scope
+from branchloans.db import Database, DriverStatement
 
 KEY_PREFIX = "blk_"
 _ID_BYTES = 6  # 12 hex characters: the public part that finds the key's row
@@ -118,21 +119,31 @@ class KeyCache:
         self._entries[key_id] = (time.monotonic() + self.ttl, record)
 
 
-async def _active_key(session: AsyncSession, key_id: str) -> _KeyRecord | None:
-    row = await session.scalar(
-        select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+_ACTIVE_KEY = DriverStatement.compile(
+    select(ApiKey.name, ApiKey.key_hash, ApiKey.scopes).where(
+        ApiKey.id == bindparam("key_id"), ApiKey.revoked_at.is_(None)
     )
-    return _KeyRecord(row.name, row.key_hash, frozenset(row.scopes)) if row else None
+)
 
 
-async def authenticate_key(session: AsyncSession, cache: KeyCache, key: str) -> Principal | None:
-    """The principal a presented key stands for, or None when it is unknown or revoked."""
+async def _active_key(database: Database, key_id: str) -> _KeyRecord | None:
+    async with database.connect() as connection:
+        row = await _ACTIVE_KEY.fetchrow(connection, key_id=key_id)
+    return _KeyRecord(row["name"], row["key_hash"], frozenset(row["scopes"])) if row else None
+
+
+async def authenticate_key(database: Database, cache: KeyCache, key: str) -> Principal | None:
+    """The principal a presented key stands for, or None when it is unknown or revoked.
+
+    Looked up in the cache first; the database is asked only on a miss, on a connection
+    given back at once, so a request never holds two.
+    """
     key_id = _key_id(key)
     record = None
     if key_id is not None:
         found, record = cache.get(key_id)
         if not found:
-            record = await _active_key(session, key_id)
+            record = await _active_key(database, key_id)
             cache.put(key_id, record)
     # Compare even when there is nothing to compare with, so timing tells nothing.
     matches = hmac.compare_digest(_hash(key), record.key_hash if record else _DUMMY_HASH)

@@ -10,14 +10,14 @@ from pydantic import AwareDatetime
 
 from branchloans.auth.dependencies import PrincipalDep, requires
 from branchloans.auth.models import Scope
-from branchloans.db import SessionDep
+from branchloans.db import DatabaseDep, SessionDep, driver_connection
 from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
 from branchloans.loans import service
 from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.metrics import LoanMetricsDep
-from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, Loan, LoanStatus
+from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, LoanStatus
 from branchloans.loans.schemas import (
     Currency,
     LoanCreate,
@@ -27,7 +27,7 @@ from branchloans.loans.schemas import (
     LoanStats,
     TransitionRequest,
 )
-from branchloans.loans.service import ChangeContext, LoanFilter, etag
+from branchloans.loans.service import ChangeContext, LoanFilter, LoanRow, etag
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
 
@@ -72,12 +72,12 @@ IdempotencyKeyHeader = Annotated[
 
 
 def _loan_response(
-    loan: Loan, status_code: int = status.HTTP_200_OK, **headers: str
+    loan: LoanRow, status_code: int = status.HTTP_200_OK, **headers: str
 ) -> JSONResponse:
-    body = LoanRead.model_validate(loan).model_dump()
-    return JSONResponse(
-        body, status_code=status_code, headers={"ETag": etag(loan.version), **headers}
-    )
+    # The row holds LoanRead's fields in its order, then the version, which goes to the ETag.
+    body = dict(loan)
+    version = body.pop("version")
+    return JSONResponse(body, status_code=status_code, headers={"ETag": etag(version), **headers})
 
 
 def _entity_tags(header: str) -> list[str]:
@@ -147,7 +147,7 @@ def _next_link(request: Request, position: Position) -> str:
 )
 async def list_loans(
     request: Request,
-    session: SessionDep,
+    database: DatabaseDep,
     cursor: CursorDep,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
     currency: Annotated[Currency | None, Query()] = None,
@@ -176,7 +176,8 @@ async def list_loans(
         created_after=created_after,
         created_before=created_before,
     )
-    page = await service.list_loans(session, where, limit=limit, after=cursor)
+    async with database.connect() as connection:
+        page = await service.list_loans(connection, where, limit=limit, after=cursor)
     headers = {"Link": _next_link(request, page.next)} if page.next else None
     return JSONResponse([dict(loan) for loan in page.loans], headers=headers)
 
@@ -210,12 +211,13 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
 )
 async def get_loan(
     loan_id: uuid.UUID,
-    session: SessionDep,
+    database: DatabaseDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
-    loan = await service.get_loan(session, loan_id)
-    tag = etag(loan.version)
+    async with database.connect() as connection:
+        loan = await service.read_loan(connection, loan_id)
+    tag = etag(loan["version"])
     if if_none_match is not None and (
         if_none_match.strip() == "*" or tag in _entity_tags(if_none_match)
     ):
@@ -273,7 +275,7 @@ async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
 )
 async def create_loan(
     application: LoanCreate,
-    session: SessionDep,
+    database: DatabaseDep,
     context: ChangeContextDep,
     request: Request,
     metrics: LoanMetricsDep,
@@ -282,12 +284,21 @@ async def create_loan(
     """Create a loan application; it starts as `pending`, and its history with one event."""
     _refuse_extra_decimals(application)
 
-    async def create() -> Response:
-        loan = await service.create_loan(session, application, context)
-        location = request.url_for("get_loan", loan_id=loan.id).path
+    def created(loan: LoanRow) -> Response:
+        location = request.url_for("get_loan", loan_id=loan["id"]).path
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
-    response = await run_write(session, request, idempotency_key, context.scope, create)
+    if idempotency_key is None:
+        async with database.connect() as connection:
+            response = created(await service.create_loan(connection, application, context))
+    else:
+        async with database.session() as session:
+
+            async def create() -> Response:
+                connection = await driver_connection(session)
+                return created(await service.create_loan(connection, application, context))
+
+            response = await run_write(session, request, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
     if (
         response.status_code == status.HTTP_201_CREATED
@@ -369,6 +380,8 @@ for _action in LoanAction:
 
 
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
-async def get_stats(session: SessionDep) -> JSONResponse:
+async def get_stats(database: DatabaseDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency."""
-    return JSONResponse((await service.get_stats(session)).model_dump())
+    async with database.connect() as connection:
+        stats = await service.get_stats(connection)
+    return JSONResponse(stats.model_dump())

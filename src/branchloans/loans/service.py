@@ -1,15 +1,29 @@
 """What the API does with loans, in SQL."""
 
 import uuid
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, RowMapping, Select, func, insert, select, text, tuple_, update
+import asyncpg
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    String,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from branchloans.db import DriverStatement
 from branchloans.loans.cursor import Position
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
 from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanTotal
@@ -59,13 +73,15 @@ LOAN_COLUMNS = (
     Loan.updated_at,
     Loan.disbursed_at,
 )
+# A loan as the API shows it, then its version (the ETag).
+LoanRow = Mapping[Any, Any]
 
 
 @dataclass(frozen=True)
 class LoanPage:
     """One page of a listing, and where the next one starts when there is one."""
 
-    loans: Sequence[RowMapping]
+    loans: Sequence[LoanRow]
     next: Position | None
 
 
@@ -142,16 +158,63 @@ async def _record_event(
     )
 
 
-async def create_loan(
-    session: AsyncSession, application: LoanCreate, context: ChangeContext
-) -> Loan:
-    """Store a new pending loan and its first event; the caller commits both."""
-    loan: Loan | None = await session.scalar(
-        insert(Loan).values(**application.model_dump()).returning(Loan)
+def _create_statement() -> DriverStatement:
+    # One statement writes the loan and its first event: atomic without a transaction of
+    # its own, and one round trip.
+    new_loan = (
+        insert(Loan)
+        .values(
+            id=bindparam("id"),
+            borrower_id=bindparam("borrower_id"),
+            amount=bindparam("amount"),
+            currency=bindparam("currency"),
+            term_months=bindparam("term_months"),
+            interest_rate_apr=bindparam("interest_rate_apr"),
+            status=LoanStatus.PENDING.value,
+            version=1,
+        )
+        .returning(*LOAN_COLUMNS, Loan.version)
+        .cte("new_loan")
     )
-    assert loan is not None
-    await _record_event(session, loan.id, None, loan.status, context)
-    return loan
+    first_event = insert(LoanEvent).from_select(
+        ["loan_id", "to_status", "request_id", "actor"],
+        select(
+            new_loan.c.id,
+            new_loan.c.status,
+            bindparam("request_id", type_=String),
+            bindparam("actor", type_=String),
+        ),
+    )
+    return DriverStatement.compile(select(new_loan).add_cte(first_event.cte("first_event")))
+
+
+_CREATE_LOAN = _create_statement()
+_READ_LOAN = DriverStatement.compile(
+    select(*LOAN_COLUMNS, Loan.version).where(Loan.id == bindparam("loan_id"))
+)
+
+
+async def create_loan(
+    connection: asyncpg.Connection, application: LoanCreate, context: ChangeContext
+) -> LoanRow:
+    """Store a new pending loan and its first event, in one statement."""
+    row: LoanRow | None = await _CREATE_LOAN.fetchrow(
+        connection,
+        id=uuid.uuid4(),
+        **application.model_dump(),
+        request_id=context.request_id,
+        actor=context.actor,
+    )
+    assert row is not None
+    return row
+
+
+async def read_loan(connection: asyncpg.Connection, loan_id: uuid.UUID) -> LoanRow:
+    """The loan with this id as the API shows it, with its version; or `LoanNotFoundError`."""
+    row: LoanRow | None = await _READ_LOAN.fetchrow(connection, loan_id=loan_id)
+    if row is None:
+        raise LoanNotFoundError(loan_id)
+    return row
 
 
 async def get_loan(session: AsyncSession, loan_id: uuid.UUID) -> Loan:
@@ -170,7 +233,7 @@ async def transition_loan(
     *,
     reason: str | None = None,
     expected_versions: Collection[int] | None = None,
-) -> Loan:
+) -> LoanRow:
     """Apply `action` to the loan and record the event; the caller commits both.
 
     The row is locked first, so of two concurrent actions the second sees the first's
@@ -198,11 +261,18 @@ async def transition_loan(
     changes = {"status": transition.target, "version": Loan.version + 1, "updated_at": changed_at}
     if transition.target is LoanStatus.DISBURSED:
         changes["disbursed_at"] = changed_at
-    loan: Loan | None = await session.scalar(
-        update(Loan).where(Loan.id == loan_id).values(changes).returning(Loan),
-        execution_options={"populate_existing": True},
+    loan = (
+        (
+            await session.execute(
+                update(Loan)
+                .where(Loan.id == loan_id)
+                .values(changes)
+                .returning(*LOAN_COLUMNS, Loan.version)
+            )
+        )
+        .mappings()
+        .one()
     )
-    assert loan is not None
     await _record_event(session, loan_id, status, transition.target, context, reason)
     return loan
 
@@ -227,29 +297,72 @@ def list_query(
     A keyset page: each filter and the position are conditions on an index whose order is
     the list order, so the page costs the same however deep it is.
     """
-    query = select(*LOAN_COLUMNS).order_by(Loan.created_at.desc(), Loan.id.desc())
-    if where.status is not None:
-        query = query.where(Loan.status == where.status)
-    if where.currency is not None:
-        query = query.where(Loan.currency == where.currency)
-    if where.borrower_id is not None:
-        query = query.where(Loan.borrower_id == where.borrower_id)
-    if where.created_after is not None:
-        query = query.where(Loan.created_at >= where.created_after)
-    if where.created_before is not None:
-        query = query.where(Loan.created_at < where.created_before)
+    return _list_shape(*_shape(where, after)).params(_list_values(where, limit, after))
+
+
+def _shape(where: LoanFilter, after: Position | None) -> tuple[bool, ...]:
+    return (
+        where.status is not None,
+        where.currency is not None,
+        where.borrower_id is not None,
+        where.created_after is not None,
+        where.created_before is not None,
+        after is not None,
+    )
+
+
+def _list_values(where: LoanFilter, limit: int, after: Position | None) -> dict[str, Any]:
+    values: dict[str, Any] = {**asdict(where), "limit": limit}
     if after is not None:
-        query = query.where(tuple_(Loan.created_at, Loan.id) < tuple_(after.created_at, after.id))
-    return query.limit(limit)
+        values.update(after_created_at=after.created_at, after_id=after.id)
+    return values
+
+
+@cache
+def _list_shape(
+    status: bool,
+    currency: bool,
+    borrower_id: bool,
+    created_after: bool,
+    created_before: bool,
+    after: bool,
+) -> Select[*tuple[Any, ...]]:
+    # One statement per combination of filters, its values bound by name.
+    query = select(*LOAN_COLUMNS).order_by(Loan.created_at.desc(), Loan.id.desc())
+    if status:
+        query = query.where(Loan.status == bindparam("status"))
+    if currency:
+        query = query.where(Loan.currency == bindparam("currency"))
+    if borrower_id:
+        query = query.where(Loan.borrower_id == bindparam("borrower_id"))
+    if created_after:
+        query = query.where(Loan.created_at >= bindparam("created_after"))
+    if created_before:
+        query = query.where(Loan.created_at < bindparam("created_before"))
+    if after:
+        query = query.where(
+            tuple_(Loan.created_at, Loan.id)
+            < tuple_(bindparam("after_created_at"), bindparam("after_id"))
+        )
+    return query.limit(bindparam("limit"))
+
+
+@cache
+def _list_statement(*shape: bool) -> DriverStatement:
+    return DriverStatement.compile(_list_shape(*shape))
 
 
 async def list_loans(
-    session: AsyncSession, where: LoanFilter, *, limit: int, after: Position | None = None
+    connection: asyncpg.Connection,
+    where: LoanFilter,
+    *,
+    limit: int,
+    after: Position | None = None,
 ) -> LoanPage:
     """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
     # One row more than the page says whether another page follows.
-    query = list_query(where, limit=limit + 1, after=after)
-    rows = (await session.execute(query)).mappings().all()
+    statement = _list_statement(*_shape(where, after))
+    rows = await statement.fetch(connection, **_list_values(where, limit + 1, after))
     if len(rows) <= limit:
         return LoanPage(rows, None)
     last = rows[limit - 1]
@@ -264,13 +377,16 @@ def stats_query() -> Select[*tuple[Any, ...]]:
     )
 
 
-async def get_stats(session: AsyncSession) -> LoanStats:
+_STATS = DriverStatement.compile(stats_query())
+
+
+async def get_stats(connection: asyncpg.Connection) -> LoanStats:
     """Counts and totals over all loans, by status and by currency.
 
     Read from `loan_totals`, which triggers keep exact as loans change: the cost depends
     on the number of statuses and currencies, never on the number of loans.
     """
-    rows = await session.execute(stats_query())
+    rows = await _STATS.fetch(connection)
     by_status = dict.fromkeys(LoanStatus, 0)
     by_currency: dict[str, int] = {}
     amount_by_currency: dict[str, Decimal] = {}
