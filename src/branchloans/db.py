@@ -1,10 +1,11 @@
 """Database engine, session factory, the FastAPI session dependency and driver statements."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import asyncpg
 from fastapi import Depends, Request
@@ -47,21 +48,41 @@ _CONNECTION_LOST = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # the backend was terminated, or shuts down
+    # Postgres ended the connection while it sat in the pool and asyncpg has read the
+    # goodbye but not yet the close: the next statement finds the protocol in a bad state.
+    asyncpg.InternalClientError,
 )
+# A connection is pinged before use once it has sat this long in the pool. A busy one is
+# checked only for a close it has seen; if Postgres ended it in the instant before use,
+# the statement is refused before it is sent, and sent again on another connection.
+IDLE_PING_SECONDS = 5.0
+_CHECKED_IN_AT = "branchloans_checked_in_at"
+
+
+def _never_sent(error: BaseException) -> bool:
+    # asyncpg refuses to start a statement on a connection whose protocol is in a bad
+    # state, before writing anything to it: sending it again elsewhere cannot repeat it.
+    return isinstance(error, asyncpg.InternalClientError) and str(error).startswith(
+        "cannot switch to state"
+    )
 
 
 def _checkout_check(timeout: float) -> Callable[[Any, ConnectionPoolEntry, Any], None]:
     """A pool listener replacing connections Postgres closed while they sat in the pool.
 
-    One round trip, bounded by `timeout`, where SQLAlchemy's own pre-ping takes three with
-    asyncpg (BEGIN, the ping, ROLLBACK). Raising DisconnectionError makes the pool open a
-    new connection and retry.
+    A connection asyncpg saw closed is replaced at once; one idle for `IDLE_PING_SECONDS` is
+    pinged first, in one round trip bounded by `timeout` (SQLAlchemy's own pre-ping takes
+    three with asyncpg: BEGIN, the ping, ROLLBACK). Raising DisconnectionError makes the
+    pool open a new connection and retry.
     """
 
     def check(dbapi_connection: Any, connection_record: ConnectionPoolEntry, proxy: Any) -> None:
         driver: asyncpg.Connection = dbapi_connection.driver_connection
         if driver.is_closed():
             raise exc.DisconnectionError("the server closed the connection")
+        checked_in_at = connection_record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is not None and time.monotonic() - checked_in_at < IDLE_PING_SECONDS:
+            return
         try:
             await_(driver.execute("SELECT 1", timeout=timeout))
         except Exception as error:
@@ -72,6 +93,10 @@ def _checkout_check(timeout: float) -> Callable[[Any, ConnectionPoolEntry, Any],
     return check
 
 
+def _note_checkin(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+    connection_record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """An asyncpg engine whose pool and timeouts come from the settings."""
     statement_timeout_ms = int(settings.db_statement_timeout * 1000)
@@ -80,7 +105,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        # `_checkout_check` pings instead, in one round trip.
+        # `_checkout_check` checks connections instead, at less cost.
         pool_pre_ping=False,
         connect_args={
             "timeout": settings.db_connect_timeout,
@@ -94,7 +119,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
-    event.listen(engine.sync_engine.pool, "checkout", _checkout_check(settings.db_connect_timeout))
+    pool = engine.sync_engine.pool
+    event.listen(pool, "checkout", _checkout_check(settings.db_connect_timeout))
+    event.listen(pool, "checkin", _note_checkin)
     return engine
 
 
@@ -164,6 +191,26 @@ class Database:
             finally:
                 if pooled.dbapi_connection is not None:
                     pooled.close()
+
+    async def fetch(self, statement: "DriverStatement", **values: Any) -> list[asyncpg.Record]:
+        """Every row of one statement, run on a pooled connection (committed on its own)."""
+        try:
+            return await self._fetch_once(statement, values)
+        except asyncpg.InternalClientError as error:
+            if not _never_sent(error):
+                raise
+        return await self._fetch_once(statement, values)
+
+    async def fetchrow(self, statement: "DriverStatement", **values: Any) -> asyncpg.Record | None:
+        """The first row of one statement, as `fetch` runs it; None when there is none."""
+        rows = await self.fetch(statement, **values)
+        return rows[0] if rows else None
+
+    async def _fetch_once(
+        self, statement: "DriverStatement", values: dict[str, Any]
+    ) -> list[asyncpg.Record]:
+        async with self.connect() as connection:
+            return await statement.fetch(connection, **values)
 
     async def _checkout(self) -> PoolProxiedConnection:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
@@ -254,3 +301,30 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
+
+
+class StatementRunner(Protocol):
+    """Where a `DriverStatement` runs: `Database` (a pooled connection) or `InSession`."""
+
+    async def fetch(self, statement: DriverStatement, **values: Any) -> list[asyncpg.Record]:
+        """Every row the statement returns."""
+        ...
+
+    async def fetchrow(self, statement: DriverStatement, **values: Any) -> asyncpg.Record | None:
+        """The first row the statement returns, None when there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class InSession:
+    """Runs driver statements on a session's connection, inside the transaction it began."""
+
+    session: AsyncSession
+
+    async def fetch(self, statement: DriverStatement, **values: Any) -> list[asyncpg.Record]:
+        """Every row the statement returns."""
+        return await statement.fetch(await driver_connection(self.session), **values)
+
+    async def fetchrow(self, statement: DriverStatement, **values: Any) -> asyncpg.Record | None:
+        """The first row the statement returns, None when there is none."""
+        return await statement.fetchrow(await driver_connection(self.session), **values)

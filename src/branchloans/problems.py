@@ -220,11 +220,14 @@ _OUTAGE_ERRORS = (
     exc.TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
+    # A connection Postgres ended, whose goodbye asyncpg read but whose close it had not yet.
+    asyncpg.InternalClientError,
 )
 
 
 def _is_outage(error: Exception) -> bool:
-    if isinstance(error, _OUTAGE_ERRORS):
+    # SQLAlchemy closed the connection the statement failed on: it was lost.
+    if isinstance(error, _OUTAGE_ERRORS) or getattr(error, "connection_invalidated", False):
         return True
     # SQLAlchemy wraps the driver's error; a statement sent on the driver's connection does not.
     sqlstate = getattr(getattr(error, "orig", error), "sqlstate", None) or ""

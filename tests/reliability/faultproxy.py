@@ -11,6 +11,7 @@ class Fault(Enum):
     NONE = "none"
     REFUSE = "refuse"  # new connections are closed at once
     STALL = "stall"  # connections stay open but no byte gets through
+    HOLD_CLOSE = "hold close"  # bytes get through, but one side's close never reaches the other
 
 
 class FaultProxy:
@@ -85,5 +86,6 @@ class FaultProxy:
                     break
                 writer.write(data)
                 await writer.drain()
-        writer.transport.abort()
-        self._writers.discard(writer)
+        if self.fault is not Fault.HOLD_CLOSE:
+            writer.transport.abort()
+            self._writers.discard(writer)

@@ -134,6 +134,39 @@ async def test_killed_connections_cost_at_most_the_requests_in_flight(
     assert {r.status_code for r in after} == {200}
 
 
+async def test_a_connection_postgres_ended_just_before_its_use_is_replaced_unseen(
+    client: httpx.AsyncClient, proxy: FaultProxy, committed_database_url: str
+) -> None:
+    assert (await client.get("/api/stats")).status_code == 200
+    # The app reads Postgres's goodbye on its pooled connection, but not yet the close: the
+    # connection looks open, and its next statement is refused before it is sent.
+    proxy.set(Fault.HOLD_CLOSE)
+    assert await terminate_app_connections(committed_database_url) > 0
+    await asyncio.sleep(0.2)
+    proxy.set(Fault.NONE)
+
+    response = await client.get("/api/stats")
+
+    assert response.status_code == 200
+
+
+async def test_an_orm_statement_on_such_a_connection_is_a_503_and_the_next_succeeds(
+    client: httpx.AsyncClient, proxy: FaultProxy, committed_database_url: str
+) -> None:
+    events = f"/api/loans/{uuid.uuid4()}/events"
+    assert (await client.get(events)).status_code == 404
+    proxy.set(Fault.HOLD_CLOSE)
+    assert await terminate_app_connections(committed_database_url) > 0
+    await asyncio.sleep(0.2)
+    proxy.set(Fault.NONE)
+
+    during = await client.get(events)
+    after = await client.get(events)
+
+    assert during.status_code == 503
+    assert after.status_code == 404
+
+
 async def _loan_ids(database_url: str, borrower_id: str) -> list[str]:
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:

@@ -127,8 +127,7 @@ _ACTIVE_KEY = DriverStatement.compile(
 
 
 async def _active_key(database: Database, key_id: str) -> _KeyRecord | None:
-    async with database.connect() as connection:
-        row = await _ACTIVE_KEY.fetchrow(connection, key_id=key_id)
+    row = await database.fetchrow(_ACTIVE_KEY, key_id=key_id)
     return _KeyRecord(row["name"], row["key_hash"], frozenset(row["scopes"])) if row else None
 
 
@@ -136,7 +135,7 @@ async def authenticate_key(database: Database, cache: KeyCache, key: str) -> Pri
     """The principal a presented key stands for, or None when it is unknown or revoked.
 
     Looked up in the cache first; the database is asked only on a miss, on a connection
-    given back at once, so a request never holds two.
+    given back at once, so a request never holds two at a time.
     """
     key_id = _key_id(key)
     record = None

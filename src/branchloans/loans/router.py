@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 
 from branchloans.auth.dependencies import PrincipalDep, requires
 from branchloans.auth.models import Scope
-from branchloans.db import DatabaseDep, SessionDep, driver_connection
+from branchloans.db import DatabaseDep, InSession, SessionDep
 from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
 from branchloans.loans import service
@@ -176,8 +176,7 @@ async def list_loans(
         created_after=created_after,
         created_before=created_before,
     )
-    async with database.connect() as connection:
-        page = await service.list_loans(connection, where, limit=limit, after=cursor)
+    page = await service.list_loans(database, where, limit=limit, after=cursor)
     headers = {"Link": _next_link(request, page.next)} if page.next else None
     return JSONResponse([dict(loan) for loan in page.loans], headers=headers)
 
@@ -215,8 +214,7 @@ async def get_loan(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
-    async with database.connect() as connection:
-        loan = await service.read_loan(connection, loan_id)
+    loan = await service.read_loan(database, loan_id)
     tag = etag(loan["version"])
     if if_none_match is not None and (
         if_none_match.strip() == "*" or tag in _entity_tags(if_none_match)
@@ -289,14 +287,13 @@ async def create_loan(
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
-        async with database.connect() as connection:
-            response = created(await service.create_loan(connection, application, context))
+        response = created(await service.create_loan(database, application, context))
     else:
         async with database.session() as session:
 
             async def create() -> Response:
-                connection = await driver_connection(session)
-                return created(await service.create_loan(connection, application, context))
+                # In the transaction that holds the key, so both commit or neither.
+                return created(await service.create_loan(InSession(session), application, context))
 
             response = await run_write(session, request, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
@@ -382,6 +379,4 @@ for _action in LoanAction:
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
 async def get_stats(database: DatabaseDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency."""
-    async with database.connect() as connection:
-        stats = await service.get_stats(connection)
-    return JSONResponse(stats.model_dump())
+    return JSONResponse((await service.get_stats(database)).model_dump())

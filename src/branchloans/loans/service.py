@@ -8,7 +8,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 from typing import Any
 
-import asyncpg
 from sqlalchemy import (
     BigInteger,
     Select,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from branchloans.db import DriverStatement
+from branchloans.db import Database, DriverStatement, StatementRunner
 from branchloans.loans.cursor import Position
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction, allowed_actions
 from branchloans.loans.models import Loan, LoanEvent, LoanStatus, LoanTotal
@@ -195,11 +194,11 @@ _READ_LOAN = DriverStatement.compile(
 
 
 async def create_loan(
-    connection: asyncpg.Connection, application: LoanCreate, context: ChangeContext
+    runner: StatementRunner, application: LoanCreate, context: ChangeContext
 ) -> LoanRow:
     """Store a new pending loan and its first event, in one statement."""
-    row: LoanRow | None = await _CREATE_LOAN.fetchrow(
-        connection,
+    row: LoanRow | None = await runner.fetchrow(
+        _CREATE_LOAN,
         id=uuid.uuid4(),
         **application.model_dump(),
         request_id=context.request_id,
@@ -209,9 +208,9 @@ async def create_loan(
     return row
 
 
-async def read_loan(connection: asyncpg.Connection, loan_id: uuid.UUID) -> LoanRow:
+async def read_loan(database: Database, loan_id: uuid.UUID) -> LoanRow:
     """The loan with this id as the API shows it, with its version; or `LoanNotFoundError`."""
-    row: LoanRow | None = await _READ_LOAN.fetchrow(connection, loan_id=loan_id)
+    row: LoanRow | None = await database.fetchrow(_READ_LOAN, loan_id=loan_id)
     if row is None:
         raise LoanNotFoundError(loan_id)
     return row
@@ -353,7 +352,7 @@ def _list_statement(*shape: bool) -> DriverStatement:
 
 
 async def list_loans(
-    connection: asyncpg.Connection,
+    database: Database,
     where: LoanFilter,
     *,
     limit: int,
@@ -362,7 +361,7 @@ async def list_loans(
     """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
     # One row more than the page says whether another page follows.
     statement = _list_statement(*_shape(where, after))
-    rows = await statement.fetch(connection, **_list_values(where, limit + 1, after))
+    rows = await database.fetch(statement, **_list_values(where, limit + 1, after))
     if len(rows) <= limit:
         return LoanPage(rows, None)
     last = rows[limit - 1]
@@ -380,13 +379,13 @@ def stats_query() -> Select[*tuple[Any, ...]]:
 _STATS = DriverStatement.compile(stats_query())
 
 
-async def get_stats(connection: asyncpg.Connection) -> LoanStats:
+async def get_stats(database: Database) -> LoanStats:
     """Counts and totals over all loans, by status and by currency.
 
     Read from `loan_totals`, which triggers keep exact as loans change: the cost depends
     on the number of statuses and currencies, never on the number of loans.
     """
-    rows = await _STATS.fetch(connection)
+    rows = await database.fetch(_STATS)
     by_status = dict.fromkeys(LoanStatus, 0)
     by_currency: dict[str, int] = {}
     amount_by_currency: dict[str, Decimal] = {}
