@@ -55,11 +55,12 @@ class DecimalJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Wrap FastAPI's handler so it sees the decimal-preserving request."""
         handler = super().get_route_handler()
-        takes_body = self.body_field is not None
+        if self.body_field is None:
+            return handler
 
         async def decimal_json_handler(request: Request) -> Response:
             content_type = request.headers.get("content-type")
-            if takes_body and (content_type or _has_body(request)) and not _is_json(content_type):
+            if (content_type or _has_body(request)) and not _is_json(content_type):
                 raise ProblemError(
                     415,
                     "Send the body as JSON with Content-Type: application/json.",

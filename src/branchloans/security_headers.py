@@ -1,6 +1,5 @@
 """Security headers on every response, set by the app itself as well as by nginx."""
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _EVERYWHERE = {
@@ -17,6 +16,16 @@ _API_ONLY = {
 _DOCUMENTATION = ("/docs", "/redoc")
 
 
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+
+
+_RAW_EVERYWHERE = _raw(_EVERYWHERE)
+_RAW_API = _raw({**_EVERYWHERE, **_API_ONLY})
+
+
 class SecurityHeadersMiddleware:
     """Add the headers a browser needs to treat responses safely; never overrides a route's."""
 
@@ -28,15 +37,14 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = dict(_EVERYWHERE)
-        if not scope["path"].startswith(_DOCUMENTATION):
-            extra.update(_API_ONLY)
+        extra = _RAW_EVERYWHERE if scope["path"].startswith(_DOCUMENTATION) else _RAW_API
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    headers.setdefault(name, value)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(header for header in extra if header[0] not in present)
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -31,8 +31,11 @@ class LoanMetrics:
         self.amount.labels(currency).inc(float(amount))
 
 
-def get_loan_metrics(request: Request) -> LoanMetrics:
-    """The application's loan metrics."""
+async def get_loan_metrics(request: Request) -> LoanMetrics:
+    """The application's loan metrics.
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
     metrics: LoanMetrics = request.app.state.metrics.loans
     return metrics
 

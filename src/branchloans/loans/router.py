@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 
-from branchloans.auth.dependencies import PrincipalDep, requires
+from branchloans.auth.dependencies import requires
 from branchloans.auth.models import Scope
+from branchloans.auth.service import Principal
 from branchloans.db import DatabaseDep, InSession, SessionDep
 from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_write
@@ -46,9 +47,10 @@ _LOAN_NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
+LOAN_PATH = "/loans/{loan_id}"
 
 
-async def change_context(principal: PrincipalDep) -> ChangeContext:
+def change_context(principal: Principal) -> ChangeContext:
     """The request id (bound by the request-id middleware) and the calling key's name."""
     return ChangeContext(
         request_id=structlog.contextvars.get_contextvars().get("request_id"),
@@ -56,7 +58,8 @@ async def change_context(principal: PrincipalDep) -> ChangeContext:
     )
 
 
-ChangeContextDep = Annotated[ChangeContext, Depends(change_context)]
+WriterDep = Annotated[Principal, Depends(requires(Scope.LOANS_WRITE))]
+ManagerDep = Annotated[Principal, Depends(requires(Scope.LOANS_MANAGE))]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
@@ -102,13 +105,16 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-def cursor_position(
+async def cursor_position(
     cursor: Annotated[
         str | None,
         Query(description="Where the page starts: opaque, copied from a `Link` header."),
     ] = None,
 ) -> Position | None:
-    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad."""
+    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad.
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
     if cursor is None:
         return None
     try:
@@ -198,7 +204,7 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
 
 
 @router.get(
-    "/loans/{loan_id}",
+    LOAN_PATH,
     response_model=LoanRead,
     summary="Get one loan",
     dependencies=READ,
@@ -253,7 +259,6 @@ async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
     response_model=LoanRead,
     status_code=status.HTTP_201_CREATED,
     summary="Apply for a loan",
-    dependencies=[Depends(requires(Scope.LOANS_WRITE))],
     responses={
         201: {
             "headers": {
@@ -274,16 +279,22 @@ async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
 async def create_loan(
     application: LoanCreate,
     database: DatabaseDep,
-    context: ChangeContextDep,
+    writer: WriterDep,
     request: Request,
     metrics: LoanMetricsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Create a loan application; it starts as `pending`, and its history with one event."""
     _refuse_extra_decimals(application)
+    context = change_context(writer)
 
     def created(loan: LoanRow) -> Response:
-        location = request.url_for("get_loan", loan_id=loan["id"]).path
+        # Formatted from the route's own template: url_for searches every route per call.
+        location = (
+            request.scope.get("root_path", "")
+            + router.prefix
+            + LOAN_PATH.format(loan_id=loan["id"])
+        )
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
@@ -324,8 +335,9 @@ def _add_action_route(action: LoanAction) -> None:
 
     async def take_action(
         loan_id: uuid.UUID,
+        # Before the session: a key looked up here holds no connection the session waits on.
+        manager: ManagerDep,
         session: SessionDep,
-        context: ChangeContextDep,
         request: Request,
         body: TransitionRequest | None = None,
         if_match: Annotated[
@@ -334,6 +346,8 @@ def _add_action_route(action: LoanAction) -> None:
         ] = None,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response:
+        context = change_context(manager)
+
         async def transition() -> Response:
             loan = await service.transition_loan(
                 session,
@@ -354,7 +368,6 @@ def _add_action_route(action: LoanAction) -> None:
         name=f"{action}_loan",
         response_model=LoanRead,
         summary=f"{action.capitalize()} a loan",
-        dependencies=[Depends(requires(Scope.LOANS_MANAGE))],
         description=(
             f"Move a {sources} loan to `{transition.target}`, recording an event with the "
             "optional `reason`. The row is locked while it changes, so concurrent actions "

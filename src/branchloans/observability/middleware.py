@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 import structlog
-from prometheus_fastapi_instrumentator.routing import get_route_name
-from starlette.requests import HTTPConnection
+from prometheus_fastapi_instrumentator.routing import _effective_routes, _get_route_name
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchloans.observability.metrics import (
@@ -32,13 +32,17 @@ class RouteTemplates:
         # Only templates without parameters are remembered, and only for the standard
         # methods: the memory is bounded by the routes, never by what clients send.
         self._fixed: dict[tuple[str, str], str] = {}
+        self._routes: list[BaseRoute] | None = None
 
     def template(self, scope: Scope) -> str | None:
         """Resolve the template the way prometheus-fastapi-instrumentator does."""
         key = (scope["method"], scope["path"])
         template = self._fixed.get(key)
         if template is None:
-            template = get_route_name(HTTPConnection(scope), should_include_root_path=False)
+            if self._routes is None:
+                # Flattened once: the instrumentator flattens included routers per request.
+                self._routes = _effective_routes(scope["app"].routes)
+            template = _get_route_name(scope, self._routes)
             if template is not None and "{" not in template and key[0] in STANDARD_METHODS:
                 self._fixed[key] = template
         return template
