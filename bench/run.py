@@ -37,11 +37,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import make_url
-from sqlalchemy.dialects import postgresql
 
+from branchloans.db import DriverStatement
 from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
 from branchloans.loans.models import LoanStatus
-from branchloans.loans.service import LoanFilter, list_query, stats_query
+from branchloans.loans.service import LoanFilter, list_statement, stats_query
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -433,15 +433,18 @@ def explain_queries(
             None,
         ),
     }
-    statements = {
-        name: list_query(where, limit=101, after=after) for name, (where, after) in pages.items()
+    queries = {
+        name: list_statement(where, limit=101, after=after)
+        for name, (where, after) in pages.items()
     }
-    statements["stats"] = stats_query()
-    dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
-    return {
-        name: (str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})), [])
-        for name, statement in statements.items()
-    }
+    queries["stats"] = (DriverStatement.compile(stats_query()), [])
+    return {name: (statement.sql, arguments) for name, (statement, arguments) in queries.items()}
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 async def explain(bench: Bench) -> dict[str, str]:
@@ -457,12 +460,18 @@ async def explain(bench: Bench) -> dict[str, str]:
             " OFFSET (SELECT count(*) / 2 FROM loans) LIMIT 1"
         )
         window = (middle, middle + timedelta(days=1))
+        # The plan the service ends up with: asyncpg prepares each statement once per
+        # connection, and Postgres soon plans a prepared statement once for any values.
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
         plans = {}
         for name, (sql, arguments) in explain_queries(found, borrower, window).items():
-            await connection.fetch(sql, *arguments)  # warm, as a running service would be
-            rows = await connection.fetch(
-                f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *arguments
-            )
+            await connection.execute(f"PREPARE page AS {sql}")
+            # EXECUTE takes no parameters of its own: the arguments go in as literals.
+            values = ", ".join(_literal(argument) for argument in arguments)
+            execute = f"EXECUTE page({values})" if arguments else "EXECUTE page"
+            await connection.fetch(execute)  # warm, as a running service would be
+            rows = await connection.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {execute}")
+            await connection.execute("DEALLOCATE page")
             plans[name] = "\n".join(row[0] for row in rows)
     finally:
         await connection.close()
@@ -531,7 +540,10 @@ def report(
         f" load: {'yes' if consistent else 'NO'}"
     )
     print(f"- RSS per worker after the run: {', '.join(f'{size:.0f} MB' for size in rss)}")
-    print("\n### EXPLAIN (ANALYZE, BUFFERS) at the large stage\n")
+    print(
+        "\n### EXPLAIN (ANALYZE, BUFFERS) at the large stage\n\n"
+        "Generic plans, the ones the service's prepared statements settle on.\n"
+    )
     for name, plan in plans.items():
         print(f"{name}:\n\n```\n{plan}\n```\n")
 

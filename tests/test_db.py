@@ -104,3 +104,12 @@ async def test_a_driver_statement_runs_on_the_sessions_connection_in_its_transac
 
     assert await connection.fetchval("SELECT n + 1 FROM seen") == 42
     assert connection.is_in_transaction()
+
+
+async def test_statements_are_planned_for_the_values_at_hand(
+    one_connection_database: Database,
+) -> None:
+    # Prepared statements would otherwise settle on a generic plan, which reads a page of
+    # a rare currency through the list-order index and filters it.
+    async with one_connection_database.connect() as connection:
+        assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"

@@ -116,6 +116,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
                 "application_name": "branchloans",
                 "statement_timeout": str(statement_timeout_ms),
                 "idle_in_transaction_session_timeout": str(statement_timeout_ms * 3),
+                # Statements are prepared once per connection. A generic plan, made for any
+                # value, reads a filtered page through the list-order index and filters it,
+                # scanning far for a rare currency or status; planned for the values at
+                # hand, the page reads the filter's own index, however deep or rare.
+                "plan_cache_mode": "force_custom_plan",
             },
         },
     )

@@ -288,15 +288,17 @@ async def list_events(session: AsyncSession, loan_id: uuid.UUID) -> Sequence[Loa
     return events
 
 
-def list_query(
+def list_statement(
     where: LoanFilter, *, limit: int, after: Position | None = None
-) -> Select[*tuple[Any, ...]]:
-    """The query of a page: up to `limit` loans passing `where`, newest first, after `after`.
+) -> tuple[DriverStatement, list[Any]]:
+    """The statement of a page and its arguments: up to `limit` loans passing `where`,
+    newest first, after `after`.
 
     A keyset page: each filter and the position are conditions on an index whose order is
     the list order, so the page costs the same however deep it is.
     """
-    return _list_shape(*_shape(where, after)).params(_list_values(where, limit, after))
+    statement = _list_statement(*_shape(where, after))
+    return statement, statement.arguments(_list_values(where, limit, after))
 
 
 def _shape(where: LoanFilter, after: Position | None) -> tuple[bool, ...]:
@@ -317,7 +319,6 @@ def _list_values(where: LoanFilter, limit: int, after: Position | None) -> dict[
     return values
 
 
-@cache
 def _list_shape(
     status: bool,
     currency: bool,
@@ -326,7 +327,7 @@ def _list_shape(
     created_before: bool,
     after: bool,
 ) -> Select[*tuple[Any, ...]]:
-    # One statement per combination of filters, its values bound by name.
+    # The values are bound by name at each run.
     query = select(*LOAN_COLUMNS).order_by(Loan.created_at.desc(), Loan.id.desc())
     if status:
         query = query.where(Loan.status == bindparam("status"))
@@ -346,7 +347,7 @@ def _list_shape(
     return query.limit(bindparam("limit"))
 
 
-@cache
+@cache  # one compiled statement per combination of filters: at most 64
 def _list_statement(*shape: bool) -> DriverStatement:
     return DriverStatement.compile(_list_shape(*shape))
 
