@@ -40,16 +40,17 @@ def _refuses_connections(http: httpx.Client, within: float) -> bool:
     """Whether new connections are refused before `within` seconds pass.
 
     A probe that connects just as the last listener closes can be reset rather than refused:
-    the kernel queued it and nobody accepted it. That is the load balancer's window, which
-    the drain covers; the probe just tries again.
+    the kernel queued it and nobody accepted it. Under load, one was seen left unanswered
+    instead, accepted in the instant a worker stopped listening. That is the load balancer's
+    window, which the drain covers; the probe gives up on it after a second and tries again.
     """
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            http.get("/liveness")
+            http.get("/liveness", timeout=1)
         except httpx.ConnectError:
             return True
-        except (httpx.ReadError, httpx.RemoteProtocolError):
+        except (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError):
             pass
         time.sleep(0.1)
     return False
