@@ -42,6 +42,7 @@ from branchloans.db import DriverStatement
 from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
 from branchloans.loans.models import LoanStatus
 from branchloans.loans.service import LoanFilter, list_statement, stats_query
+from branchloans.migrate import create_database_if_missing, drop_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -437,8 +438,11 @@ def explain_queries(
         name: list_statement(where, limit=101, after=after)
         for name, (where, after) in pages.items()
     }
-    queries["stats"] = (DriverStatement.compile(stats_query()), [])
-    return {name: (statement.sql, arguments) for name, (statement, arguments) in queries.items()}
+    queries["stats"] = (DriverStatement.compile(stats_query()), {})
+    return {
+        name: (statement.sql, statement.arguments(values))
+        for name, (statement, values) in queries.items()
+    }
 
 
 def _literal(value: object) -> str:
@@ -586,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="branchloans-bench-"))
     bench = Bench(args, workdir, dsn)
-    asyncio.run(_create_database(server.render_as_string(hide_password=False), name))
+    asyncio.run(create_database_if_missing(dsn))
     status = 1
     try:
         status = _run(bench)
@@ -594,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for process in bench.processes:
             stop(bench, process.pid)
-        asyncio.run(_drop_database(server.render_as_string(hide_password=False), name))
+        asyncio.run(drop_database(dsn))
         log(f"dropped database {name}")
         if status == 0:
             shutil.rmtree(workdir)
@@ -672,22 +676,6 @@ async def _vacuum(dsn: str) -> None:
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute("VACUUM (ANALYZE) loans, loan_events, loan_totals")
-    finally:
-        await connection.close()
-
-
-async def _create_database(server_dsn: str, name: str) -> None:
-    connection = await asyncpg.connect(server_dsn)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def _drop_database(server_dsn: str, name: str) -> None:
-    connection = await asyncpg.connect(server_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await connection.close()
 

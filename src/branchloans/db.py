@@ -130,8 +130,21 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+class StatementRunner(Protocol):
+    """Where a `DriverStatement` runs: `Database` (a pooled connection) or `InSession`."""
+
+    async def fetch(self, statement: "DriverStatement", **values: Any) -> list[asyncpg.Record]:
+        """Every row the statement returns."""
+        ...
+
+    async def fetchrow(self, statement: "DriverStatement", **values: Any) -> asyncpg.Record | None:
+        """The first row the statement returns, None when there is none."""
+        rows = await self.fetch(statement, **values)
+        return rows[0] if rows else None
+
+
 @dataclass(frozen=True)
-class Database:
+class Database(StatementRunner):
     """The engine, its session factory and a fair queue for its connections.
 
     Kept on `app.state.db`. Requests reach the database through `connect()` (a pooled asyncpg
@@ -205,11 +218,6 @@ class Database:
             if not _never_sent(error):
                 raise
         return await self._fetch_once(statement, values)
-
-    async def fetchrow(self, statement: "DriverStatement", **values: Any) -> asyncpg.Record | None:
-        """The first row of one statement, as `fetch` runs it; None when there is none."""
-        rows = await self.fetch(statement, **values)
-        return rows[0] if rows else None
 
     async def _fetch_once(
         self, statement: "DriverStatement", values: dict[str, Any]
@@ -289,12 +297,6 @@ class DriverStatement:
         rows: list[asyncpg.Record] = await connection.fetch(self.sql, *self.arguments(values))
         return rows
 
-    async def fetchrow(
-        self, connection: asyncpg.Connection, **values: Any
-    ) -> asyncpg.Record | None:
-        """The first row the statement returns, None when there is none."""
-        return await connection.fetchrow(self.sql, *self.arguments(values))
-
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session, for a `DriverStatement` in its transaction.
@@ -308,20 +310,8 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
-class StatementRunner(Protocol):
-    """Where a `DriverStatement` runs: `Database` (a pooled connection) or `InSession`."""
-
-    async def fetch(self, statement: DriverStatement, **values: Any) -> list[asyncpg.Record]:
-        """Every row the statement returns."""
-        ...
-
-    async def fetchrow(self, statement: DriverStatement, **values: Any) -> asyncpg.Record | None:
-        """The first row the statement returns, None when there is none."""
-        ...
-
-
 @dataclass(frozen=True)
-class InSession:
+class InSession(StatementRunner):
     """Runs driver statements on a session's connection, inside the transaction it began."""
 
     session: AsyncSession
@@ -329,7 +319,3 @@ class InSession:
     async def fetch(self, statement: DriverStatement, **values: Any) -> list[asyncpg.Record]:
         """Every row the statement returns."""
         return await statement.fetch(await driver_connection(self.session), **values)
-
-    async def fetchrow(self, statement: DriverStatement, **values: Any) -> asyncpg.Record | None:
-        """The first row the statement returns, None when there is none."""
-        return await statement.fetchrow(await driver_connection(self.session), **values)

@@ -242,7 +242,7 @@ async def get_loan(
         ),
     },
 )
-async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
+async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
     """Equal monthly instalments repaying the loan, exact to its currency's minor unit.
 
     Each row gives the due date, the payment, its principal and interest parts, and the
@@ -251,7 +251,7 @@ async def get_schedule(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
     disbursement), on the same day of the month or the month's last day. The last instalment
     absorbs the rounding, so the principal parts sum to the amount and the balance ends at zero.
     """
-    return JSONResponse((await service.get_schedule(session, loan_id)).model_dump())
+    return JSONResponse((await service.get_schedule(database, loan_id)).model_dump())
 
 
 @router.post(

@@ -216,14 +216,6 @@ async def read_loan(database: Database, loan_id: uuid.UUID) -> LoanRow:
     return row
 
 
-async def get_loan(session: AsyncSession, loan_id: uuid.UUID) -> Loan:
-    """The loan with this id, or `LoanNotFoundError`."""
-    loan = await session.get(Loan, loan_id)
-    if loan is None:
-        raise LoanNotFoundError(loan_id)
-    return loan
-
-
 async def transition_loan(
     session: AsyncSession,
     loan_id: uuid.UUID,
@@ -260,18 +252,13 @@ async def transition_loan(
     changes = {"status": transition.target, "version": Loan.version + 1, "updated_at": changed_at}
     if transition.target is LoanStatus.DISBURSED:
         changes["disbursed_at"] = changed_at
-    loan = (
-        (
-            await session.execute(
-                update(Loan)
-                .where(Loan.id == loan_id)
-                .values(changes)
-                .returning(*LOAN_COLUMNS, Loan.version)
-            )
-        )
-        .mappings()
-        .one()
+    result = await session.execute(
+        update(Loan)
+        .where(Loan.id == loan_id)
+        .values(changes)
+        .returning(*LOAN_COLUMNS, Loan.version)
     )
+    loan = result.mappings().one()
     await _record_event(session, loan_id, status, transition.target, context, reason)
     return loan
 
@@ -290,15 +277,14 @@ async def list_events(session: AsyncSession, loan_id: uuid.UUID) -> Sequence[Loa
 
 def list_statement(
     where: LoanFilter, *, limit: int, after: Position | None = None
-) -> tuple[DriverStatement, list[Any]]:
-    """The statement of a page and its arguments: up to `limit` loans passing `where`,
-    newest first, after `after`.
+) -> tuple[DriverStatement, dict[str, Any]]:
+    """The statement of a page and its values: up to `limit` loans passing `where`, newest
+    first, after `after`.
 
     A keyset page: each filter and the position are conditions on an index whose order is
     the list order, so the page costs the same however deep it is.
     """
-    statement = _list_statement(*_shape(where, after))
-    return statement, statement.arguments(_list_values(where, limit, after))
+    return _list_statement(*_shape(where, after)), _list_values(where, limit, after)
 
 
 def _shape(where: LoanFilter, after: Position | None) -> tuple[bool, ...]:
@@ -361,8 +347,8 @@ async def list_loans(
 ) -> LoanPage:
     """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
     # One row more than the page says whether another page follows.
-    statement = _list_statement(*_shape(where, after))
-    rows = await database.fetch(statement, **_list_values(where, limit + 1, after))
+    statement, values = list_statement(where, limit=limit + 1, after=after)
+    rows = await database.fetch(statement, **values)
     if len(rows) <= limit:
         return LoanPage(rows, None)
     last = rows[limit - 1]
@@ -412,20 +398,21 @@ async def get_stats(database: Database) -> LoanStats:
     )
 
 
-def schedule_start(loan: Loan) -> date:
+def schedule_start(loan: LoanRow) -> date:
     """The day (UTC) a loan's instalments are counted from: its disbursement, else its creation."""
-    return (loan.disbursed_at or loan.created_at).astimezone(UTC).date()
+    start: datetime = loan["disbursed_at"] or loan["created_at"]
+    return start.astimezone(UTC).date()
 
 
-async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedule:
+async def get_schedule(database: Database, loan_id: uuid.UUID) -> LoanSchedule:
     """The repayment schedule of the loan with this id.
 
     `LoanNotFoundError` when there is no such loan; `ScheduleUnavailableError` when it has no
     term or no rate (the problem's `missing` lists which), or an amount its currency cannot pay
     exactly.
     """
-    loan = await get_loan(session, loan_id)
-    term, apr = loan.term_months, loan.interest_rate_apr
+    loan = await read_loan(database, loan_id)
+    term, apr = loan["term_months"], loan["interest_rate_apr"]
     if term is None or apr is None:
         missing = [
             name
@@ -438,12 +425,12 @@ async def get_schedule(session: AsyncSession, loan_id: uuid.UUID) -> LoanSchedul
             missing=missing,
         )
     try:
-        schedule = build_schedule(loan.amount, loan.currency, term, apr, schedule_start(loan))
+        schedule = build_schedule(loan["amount"], loan["currency"], term, apr, schedule_start(loan))
     except UnpayableAmountError as error:
         raise ScheduleUnavailableError(
             f"Loan {loan_id} cannot be scheduled exactly: {error}."
         ) from error
-    return LoanSchedule(loan_id=loan.id, **dict(schedule))
+    return LoanSchedule(loan_id=loan_id, **dict(schedule))
 
 
 async def count_loans_by_status(session: AsyncSession) -> dict[LoanStatus, int]:
