@@ -1,6 +1,7 @@
 """HTTP endpoints for loans: parse, call the service, shape the response."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
@@ -11,14 +12,17 @@ from pydantic import AwareDatetime
 from branchloans.auth.dependencies import requires
 from branchloans.auth.models import Scope
 from branchloans.auth.service import Principal
-from branchloans.db import DatabaseDep, InSession, SessionDep
+from branchloans.db import Database, Transaction
 from branchloans.idempotency.models import KEY_MAX_LENGTH
-from branchloans.idempotency.service import run_write
-from branchloans.loans import service
+from branchloans.idempotency.service import run_once
+from branchloans.loans import listing, service
 from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
+from branchloans.loans.errors import etag
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
+from branchloans.loans.listing import LoanFilter
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, LoanStatus
+from branchloans.loans.rows import VersionedLoan
 from branchloans.loans.schemas import (
     Currency,
     LoanCreate,
@@ -28,9 +32,10 @@ from branchloans.loans.schemas import (
     LoanStats,
     TransitionRequest,
 )
-from branchloans.loans.service import ChangeContext, LoanFilter, LoanRow, etag
+from branchloans.loans.service import ChangeContext
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
+from branchloans.state import DatabaseDep, app_state
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -75,12 +80,11 @@ IdempotencyKeyHeader = Annotated[
 
 
 def _loan_response(
-    loan: LoanRow, status_code: int = status.HTTP_200_OK, **headers: str
+    loan: VersionedLoan, status_code: int = status.HTTP_200_OK, **headers: str
 ) -> JSONResponse:
-    # The row holds LoanRead's fields in its order, then the version, which goes to the ETag.
-    body = dict(loan)
-    version = body.pop("version")
-    return JSONResponse(body, status_code=status_code, headers={"ETag": etag(version), **headers})
+    return JSONResponse(
+        loan.loan, status_code=status_code, headers={"ETag": etag(loan.version), **headers}
+    )
 
 
 def _entity_tags(header: str) -> list[str]:
@@ -182,9 +186,9 @@ async def list_loans(
         created_after=created_after,
         created_before=created_before,
     )
-    page = await service.list_loans(database, where, limit=limit, after=cursor)
+    page = await listing.list_loans(database, where, limit=limit, after=cursor)
     headers = {"Link": _next_link(request, page.next)} if page.next else None
-    return JSONResponse([dict(loan) for loan in page.loans], headers=headers)
+    return JSONResponse(page.loans, headers=headers)
 
 
 def _refuse_extra_decimals(application: LoanCreate) -> None:
@@ -221,7 +225,7 @@ async def get_loan(
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
     loan = await service.read_loan(database, loan_id)
-    tag = etag(loan["version"])
+    tag = etag(loan.version)
     if if_none_match is not None and (
         if_none_match.strip() == "*" or tag in _entity_tags(if_none_match)
     ):
@@ -288,25 +292,24 @@ async def create_loan(
     _refuse_extra_decimals(application)
     context = change_context(writer)
 
-    def created(loan: LoanRow) -> Response:
+    def created(loan: VersionedLoan) -> Response:
         # Formatted from the route's own template: url_for searches every route per call.
         location = (
             request.scope.get("root_path", "")
             + router.prefix
-            + LOAN_PATH.format(loan_id=loan["id"])
+            + LOAN_PATH.format(loan_id=loan.loan.id)
         )
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
+        # One statement, its own transaction: the loan and its first event commit together.
         response = created(await service.create_loan(database, application, context))
     else:
-        async with database.session() as session:
 
-            async def create() -> Response:
-                # In the transaction that holds the key, so both commit or neither.
-                return created(await service.create_loan(InSession(session), application, context))
+        async def create(transaction: Transaction) -> Response:
+            return created(await service.create_loan(transaction, application, context))
 
-            response = await run_write(session, request, idempotency_key, context.scope, create)
+        response = await _write(request, database, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
     if (
         response.status_code == status.HTTP_201_CREATED
@@ -316,6 +319,28 @@ async def create_loan(
     return response
 
 
+async def _write(
+    request: Request,
+    database: Database,
+    idempotency_key: str | None,
+    scope: str,
+    operation: Callable[[Transaction], Awaitable[Response]],
+) -> Response:
+    """The request's unit of work: `operation` in one transaction, committed when it returns;
+    with an Idempotency-Key, at most once per key, the answer stored in the same transaction."""
+    async with database.transaction() as transaction:
+        if idempotency_key is None:
+            return await operation(transaction)
+        return await run_once(
+            transaction,
+            request,
+            app_state(request.app).settings,
+            scope=scope,
+            key=idempotency_key,
+            operation=lambda: operation(transaction),
+        )
+
+
 @router.get(
     "/loans/{loan_id}/events",
     response_model=list[LoanEventRead],
@@ -323,57 +348,57 @@ async def create_loan(
     dependencies=READ,
     responses=_LOAN_NOT_FOUND,
 )
-async def list_loan_events(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
+async def list_loan_events(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
     """Every status change of the loan, its creation first."""
-    events = await service.list_events(session, loan_id)
-    return JSONResponse([LoanEventRead.model_validate(event).model_dump() for event in events])
+    return JSONResponse(await service.list_events(database, loan_id))
 
 
-def _add_action_route(action: LoanAction) -> None:
+IfMatchHeader = Annotated[
+    str | None, Header(description='Only act if the loan still has this ETag, e.g. `"3"`.')
+]
+
+
+async def _take_action(
+    action: LoanAction,
+    loan_id: uuid.UUID,
+    manager: Principal,
+    database: Database,
+    request: Request,
+    body: TransitionRequest | None,
+    if_match: str | None,
+    idempotency_key: str | None,
+) -> Response:
+    """What every lifecycle endpoint does: lock the loan, check, change it, record the event."""
+    context = change_context(manager)
+
+    async def transition(transaction: Transaction) -> Response:
+        loan = await service.transition_loan(
+            transaction,
+            loan_id,
+            action,
+            context,
+            reason=body.reason if body else None,
+            expected_versions=_versions_in(if_match),
+        )
+        return _loan_response(loan)
+
+    return await _write(request, database, idempotency_key, context.scope, transition)
+
+
+def _action_route(action: LoanAction) -> dict[str, Any]:
     transition = TRANSITIONS[action]
     sources = " or ".join(f"`{source}`" for source in sorted(transition.sources))
-
-    async def take_action(
-        loan_id: uuid.UUID,
-        # Before the session: a key looked up here holds no connection the session waits on.
-        manager: ManagerDep,
-        session: SessionDep,
-        request: Request,
-        body: TransitionRequest | None = None,
-        if_match: Annotated[
-            str | None,
-            Header(description='Only act if the loan still has this ETag, e.g. `"3"`.'),
-        ] = None,
-        idempotency_key: IdempotencyKeyHeader = None,
-    ) -> Response:
-        context = change_context(manager)
-
-        async def transition() -> Response:
-            loan = await service.transition_loan(
-                session,
-                loan_id,
-                action,
-                context,
-                reason=body.reason if body else None,
-                expected_versions=_versions_in(if_match),
-            )
-            return _loan_response(loan)
-
-        return await run_write(session, request, idempotency_key, context.scope, transition)
-
-    router.add_api_route(
-        f"/loans/{{loan_id}}/{action}",
-        take_action,
-        methods=["POST"],
-        name=f"{action}_loan",
-        response_model=LoanRead,
-        summary=f"{action.capitalize()} a loan",
-        description=(
+    return {
+        "path": f"{LOAN_PATH}/{action}",
+        "name": f"{action}_loan",
+        "response_model": LoanRead,
+        "summary": f"{action.capitalize()} a loan",
+        "description": (
             f"Move a {sources} loan to `{transition.target}`, recording an event with the "
             "optional `reason`. The row is locked while it changes, so concurrent actions "
             "never lose an update: the later one sees the new status."
         ),
-        responses={
+        "responses": {
             200: {"headers": _ETAG_HEADER},
             **_LOAN_NOT_FOUND,
             409: _problem(
@@ -382,14 +407,94 @@ def _add_action_route(action: LoanAction) -> None:
             ),
             412: _problem("If-Match names a version the loan no longer has."),
         },
+    }
+
+
+# Each lifecycle action its own endpoint; the manager dependency comes before the body, so a
+# key looked up there holds no connection while the request waits for another.
+
+
+@router.post(**_action_route(LoanAction.APPROVE))
+async def approve(
+    loan_id: uuid.UUID,
+    manager: ManagerDep,
+    database: DatabaseDep,
+    request: Request,
+    body: TransitionRequest | None = None,
+    if_match: IfMatchHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Approve a pending loan."""
+    return await _take_action(
+        LoanAction.APPROVE, loan_id, manager, database, request, body, if_match, idempotency_key
     )
 
 
-for _action in LoanAction:
-    _add_action_route(_action)
+@router.post(**_action_route(LoanAction.REJECT))
+async def reject(
+    loan_id: uuid.UUID,
+    manager: ManagerDep,
+    database: DatabaseDep,
+    request: Request,
+    body: TransitionRequest | None = None,
+    if_match: IfMatchHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Reject a pending or approved loan."""
+    return await _take_action(
+        LoanAction.REJECT, loan_id, manager, database, request, body, if_match, idempotency_key
+    )
+
+
+@router.post(**_action_route(LoanAction.DISBURSE))
+async def disburse(
+    loan_id: uuid.UUID,
+    manager: ManagerDep,
+    database: DatabaseDep,
+    request: Request,
+    body: TransitionRequest | None = None,
+    if_match: IfMatchHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Pay out an approved loan."""
+    return await _take_action(
+        LoanAction.DISBURSE, loan_id, manager, database, request, body, if_match, idempotency_key
+    )
+
+
+@router.post(**_action_route(LoanAction.REPAY))
+async def repay(
+    loan_id: uuid.UUID,
+    manager: ManagerDep,
+    database: DatabaseDep,
+    request: Request,
+    body: TransitionRequest | None = None,
+    if_match: IfMatchHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Mark a disbursed loan repaid."""
+    return await _take_action(
+        LoanAction.REPAY, loan_id, manager, database, request, body, if_match, idempotency_key
+    )
+
+
+@router.post(**_action_route(LoanAction.DEFAULT))
+async def default(
+    loan_id: uuid.UUID,
+    manager: ManagerDep,
+    database: DatabaseDep,
+    request: Request,
+    body: TransitionRequest | None = None,
+    if_match: IfMatchHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Mark a disbursed loan defaulted."""
+    return await _take_action(
+        LoanAction.DEFAULT, loan_id, manager, database, request, body, if_match, idempotency_key
+    )
 
 
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
 async def get_stats(database: DatabaseDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency."""
-    return JSONResponse((await service.get_stats(database)).model_dump())
+    return JSONResponse((await listing.get_stats(database)).model_dump())
