@@ -4,19 +4,25 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 
-from branchloans.auth.dependencies import requires
-from branchloans.auth.models import Scope
-from branchloans.auth.service import Principal
 from branchloans.db import Database, Transaction
-from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.idempotency.service import run_once
 from branchloans.loans import listing, service
-from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
+from branchloans.loans.cursor import Position, encode_cursor
+from branchloans.loans.dependencies import (
+    READ,
+    CursorDep,
+    IdempotencyKeyHeader,
+    IfMatchHeader,
+    ManagerDep,
+    WriterDep,
+    change_context,
+    entity_tags,
+    versions_in,
+)
 from branchloans.loans.errors import etag
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.listing import LoanFilter
@@ -32,7 +38,6 @@ from branchloans.loans.schemas import (
     LoanStats,
     TransitionRequest,
 )
-from branchloans.loans.service import ChangeContext
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
 from branchloans.state import DatabaseDep, app_state
@@ -55,30 +60,6 @@ router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
 LOAN_PATH = "/loans/{loan_id}"
 
 
-def change_context(principal: Principal) -> ChangeContext:
-    """The request id (bound by the request-id middleware) and the calling key's name."""
-    return ChangeContext(
-        request_id=structlog.contextvars.get_contextvars().get("request_id"),
-        actor=principal.name,
-    )
-
-
-WriterDep = Annotated[Principal, Depends(requires(Scope.LOANS_WRITE))]
-ManagerDep = Annotated[Principal, Depends(requires(Scope.LOANS_MANAGE))]
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        min_length=1,
-        max_length=KEY_MAX_LENGTH,
-        pattern=r"^[\x21-\x7e]+$",
-        description="A token you choose (printable ASCII, at most 255 characters). A retry "
-        "with the same key and the same request returns the first answer, with "
-        "`Idempotent-Replayed: true`, instead of acting twice. Keys are kept 24 hours.",
-        examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
-    ),
-]
-
-
 def _loan_response(
     loan: VersionedLoan, status_code: int = status.HTTP_200_OK, **headers: str
 ) -> JSONResponse:
@@ -87,49 +68,9 @@ def _loan_response(
     )
 
 
-def _entity_tags(header: str) -> list[str]:
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
-
-
-def _versions_in(if_match: str | None) -> set[int] | None:
-    """The versions an If-Match header accepts; None when it accepts any (absent or `*`)."""
-    if if_match is None or if_match.strip() == "*":
-        return None
-    # Strong comparison (RFC 9110): a weak tag W/"3" or a malformed one never matches.
-    return {
-        int(tag[1:-1])
-        for tag in _entity_tags(if_match)
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()
-    }
-
-
-READ = [Depends(requires(Scope.LOANS_READ))]
-
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-
-async def cursor_position(
-    cursor: Annotated[
-        str | None,
-        Query(description="Where the page starts: opaque, copied from a `Link` header."),
-    ] = None,
-) -> Position | None:
-    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad.
-
-    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
-    """
-    if cursor is None:
-        return None
-    try:
-        return decode_cursor(cursor)
-    except ValueError as error:
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(error)}]
-        ) from error
-
-
-CursorDep = Annotated[Position | None, Depends(cursor_position)]
 
 _NEXT_LINK_HEADER = {
     "Link": {
@@ -227,7 +168,7 @@ async def get_loan(
     loan = await service.read_loan(database, loan_id)
     tag = etag(loan.version)
     if if_none_match is not None and (
-        if_none_match.strip() == "*" or tag in _entity_tags(if_none_match)
+        if_none_match.strip() == "*" or tag in entity_tags(if_none_match)
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
     return _loan_response(loan)
@@ -350,39 +291,53 @@ async def _write(
 )
 async def list_loan_events(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
     """Every status change of the loan, its creation first."""
-    return JSONResponse(await service.list_events(database, loan_id))
+    events = await service.list_events(database, loan_id)
+    return JSONResponse([event.model_dump() for event in events])
 
 
-IfMatchHeader = Annotated[
-    str | None, Header(description='Only act if the loan still has this ETag, e.g. `"3"`.')
-]
+class LoanActionRequest:
+    """What every lifecycle endpoint receives: the loan, who acts, the reason, the conditions.
 
+    The manager comes before the database: a key looked up there holds no connection while
+    the request waits for another.
+    """
 
-async def _take_action(
-    action: LoanAction,
-    loan_id: uuid.UUID,
-    manager: Principal,
-    database: Database,
-    request: Request,
-    body: TransitionRequest | None,
-    if_match: str | None,
-    idempotency_key: str | None,
-) -> Response:
-    """What every lifecycle endpoint does: lock the loan, check, change it, record the event."""
-    context = change_context(manager)
+    def __init__(
+        self,
+        loan_id: uuid.UUID,
+        manager: ManagerDep,
+        database: DatabaseDep,
+        request: Request,
+        body: TransitionRequest | None = None,
+        if_match: IfMatchHeader = None,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> None:
+        self.loan_id, self.database, self.request = loan_id, database, request
+        self.context = change_context(manager)
+        self.reason = body.reason if body else None
+        self.expected_versions = versions_in(if_match)
+        self.idempotency_key = idempotency_key
 
-    async def transition(transaction: Transaction) -> Response:
-        loan = await service.transition_loan(
-            transaction,
-            loan_id,
-            action,
-            context,
-            reason=body.reason if body else None,
-            expected_versions=_versions_in(if_match),
+    async def take(self, action: LoanAction) -> Response:
+        """Lock the loan, check the action applies, change it and record the event."""
+
+        async def transition(transaction: Transaction) -> Response:
+            loan = await service.transition_loan(
+                transaction,
+                self.loan_id,
+                action,
+                self.context,
+                reason=self.reason,
+                expected_versions=self.expected_versions,
+            )
+            return _loan_response(loan)
+
+        return await _write(
+            self.request, self.database, self.idempotency_key, self.context.scope, transition
         )
-        return _loan_response(loan)
 
-    return await _write(request, database, idempotency_key, context.scope, transition)
+
+LoanActionDep = Annotated[LoanActionRequest, Depends()]
 
 
 def _action_route(action: LoanAction) -> dict[str, Any]:
@@ -410,88 +365,34 @@ def _action_route(action: LoanAction) -> dict[str, Any]:
     }
 
 
-# Each lifecycle action its own endpoint; the manager dependency comes before the body, so a
-# key looked up there holds no connection while the request waits for another.
-
-
 @router.post(**_action_route(LoanAction.APPROVE))
-async def approve(
-    loan_id: uuid.UUID,
-    manager: ManagerDep,
-    database: DatabaseDep,
-    request: Request,
-    body: TransitionRequest | None = None,
-    if_match: IfMatchHeader = None,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def approve(action: LoanActionDep) -> Response:
     """Approve a pending loan."""
-    return await _take_action(
-        LoanAction.APPROVE, loan_id, manager, database, request, body, if_match, idempotency_key
-    )
+    return await action.take(LoanAction.APPROVE)
 
 
 @router.post(**_action_route(LoanAction.REJECT))
-async def reject(
-    loan_id: uuid.UUID,
-    manager: ManagerDep,
-    database: DatabaseDep,
-    request: Request,
-    body: TransitionRequest | None = None,
-    if_match: IfMatchHeader = None,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def reject(action: LoanActionDep) -> Response:
     """Reject a pending or approved loan."""
-    return await _take_action(
-        LoanAction.REJECT, loan_id, manager, database, request, body, if_match, idempotency_key
-    )
+    return await action.take(LoanAction.REJECT)
 
 
 @router.post(**_action_route(LoanAction.DISBURSE))
-async def disburse(
-    loan_id: uuid.UUID,
-    manager: ManagerDep,
-    database: DatabaseDep,
-    request: Request,
-    body: TransitionRequest | None = None,
-    if_match: IfMatchHeader = None,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def disburse(action: LoanActionDep) -> Response:
     """Pay out an approved loan."""
-    return await _take_action(
-        LoanAction.DISBURSE, loan_id, manager, database, request, body, if_match, idempotency_key
-    )
+    return await action.take(LoanAction.DISBURSE)
 
 
 @router.post(**_action_route(LoanAction.REPAY))
-async def repay(
-    loan_id: uuid.UUID,
-    manager: ManagerDep,
-    database: DatabaseDep,
-    request: Request,
-    body: TransitionRequest | None = None,
-    if_match: IfMatchHeader = None,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def repay(action: LoanActionDep) -> Response:
     """Mark a disbursed loan repaid."""
-    return await _take_action(
-        LoanAction.REPAY, loan_id, manager, database, request, body, if_match, idempotency_key
-    )
+    return await action.take(LoanAction.REPAY)
 
 
 @router.post(**_action_route(LoanAction.DEFAULT))
-async def default(
-    loan_id: uuid.UUID,
-    manager: ManagerDep,
-    database: DatabaseDep,
-    request: Request,
-    body: TransitionRequest | None = None,
-    if_match: IfMatchHeader = None,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> Response:
+async def default(action: LoanActionDep) -> Response:
     """Mark a disbursed loan defaulted."""
-    return await _take_action(
-        LoanAction.DEFAULT, loan_id, manager, database, request, body, if_match, idempotency_key
-    )
+    return await action.take(LoanAction.DEFAULT)
 
 
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)

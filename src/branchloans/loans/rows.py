@@ -1,13 +1,13 @@
-"""Loans and events as the service reads them: typed rows, serialised as they are."""
+"""Loans as the service reads them: typed rows, serialised as they are."""
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from branchloans.loans.models import Loan, LoanEvent, LoanStatus
+from branchloans.loans.models import Loan, LoanStatus
 
 # What the API shows of a loan, in LoanRow's order.
 LOAN_COLUMNS = (
@@ -21,16 +21,6 @@ LOAN_COLUMNS = (
     Loan.created_at,
     Loan.updated_at,
     Loan.disbursed_at,
-)
-EVENT_COLUMNS = (
-    LoanEvent.id,
-    LoanEvent.loan_id,
-    LoanEvent.from_status,
-    LoanEvent.to_status,
-    LoanEvent.reason,
-    LoanEvent.request_id,
-    LoanEvent.actor,
-    LoanEvent.occurred_at,
 )
 # A plain lookup: calling the enum class per value would cost a list page measurably.
 _STATUS = {status.value: status for status in LoanStatus}
@@ -52,20 +42,11 @@ class LoanRow:
     disbursed_at: datetime | None
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> "LoanRow":
-        """The loan in a row selected with `LOAN_COLUMNS`."""
-        return cls(
-            row["id"],
-            row["borrower_id"],
-            row["amount"],
-            row["currency"],
-            _STATUS[row["status"]],
-            row["term_months"],
-            row["interest_rate_apr"],
-            row["created_at"],
-            row["updated_at"],
-            row["disbursed_at"],
-        )
+    def of(cls, row: Sequence[Any]) -> "LoanRow":
+        """The loan in a row whose first columns are `LOAN_COLUMNS`."""
+        values = list(row[:10])
+        values[4] = _STATUS[values[4]]
+        return cls(*values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,35 +57,6 @@ class VersionedLoan:
     version: int
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> "VersionedLoan":
-        """The loan in a row selected with `LOAN_COLUMNS` and `Loan.version`."""
-        return cls(LoanRow.of(row), row["version"])
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One change of a loan's status: `LoanEventRead`'s fields."""
-
-    id: int
-    loan_id: uuid.UUID
-    from_status: LoanStatus | None
-    to_status: LoanStatus
-    reason: str | None
-    request_id: str | None
-    actor: str | None
-    occurred_at: datetime
-
-    @classmethod
-    def of(cls, row: Mapping[str, Any]) -> "EventRow":
-        """The event in a row selected with `EVENT_COLUMNS`."""
-        from_status = row["from_status"]
-        return cls(
-            row["id"],
-            row["loan_id"],
-            None if from_status is None else _STATUS[from_status],
-            _STATUS[row["to_status"]],
-            row["reason"],
-            row["request_id"],
-            row["actor"],
-            row["occurred_at"],
-        )
+    def of(cls, row: Sequence[Any]) -> "VersionedLoan":
+        """The loan in a row selected with `LOAN_COLUMNS` and then `Loan.version`."""
+        return cls(LoanRow.of(row), row[10])

@@ -1,7 +1,7 @@
 """What the API does with one loan, in SQL: create it, read it, change it, read its history."""
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -17,9 +17,9 @@ from branchloans.loans.errors import (
 )
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.models import Loan, LoanEvent, LoanStatus
-from branchloans.loans.rows import EVENT_COLUMNS, LOAN_COLUMNS, EventRow, LoanRow, VersionedLoan
+from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
-from branchloans.loans.schemas import LoanCreate, LoanSchedule
+from branchloans.loans.schemas import LoanCreate, LoanEventRead, LoanSchedule
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _change_statement(disburses: bool) -> Statement:
 _CHANGE_LOAN = {disburses: _change_statement(disburses) for disburses in (False, True)}
 # The loan's row joined to its events: no row at all means no such loan.
 _LIST_EVENTS = Statement.compile(
-    select(*EVENT_COLUMNS)
+    select(*LoanEvent.__table__.c)
     .select_from(Loan)
     .outerjoin(LoanEvent, LoanEvent.loan_id == Loan.id)
     .where(Loan.id == bindparam("loan_id"))
@@ -177,12 +177,12 @@ async def transition_loan(
     return VersionedLoan.of(row)
 
 
-async def list_events(queries: Queries, loan_id: uuid.UUID) -> Sequence[EventRow]:
+async def list_events(queries: Queries, loan_id: uuid.UUID) -> list[LoanEventRead]:
     """The loan's history, oldest first; `LoanNotFoundError` when there is no such loan."""
     rows = await queries.fetch(_LIST_EVENTS, loan_id=loan_id)
     if not rows:
         raise LoanNotFoundError(loan_id)
-    return [EventRow.of(row) for row in rows if row["id"] is not None]
+    return [LoanEventRead.model_validate(dict(row)) for row in rows if row["id"] is not None]
 
 
 def schedule_start(loan: LoanRow) -> date:
