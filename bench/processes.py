@@ -123,8 +123,14 @@ def start(
 ) -> int:
     """Start a server process and wait until it answers on `port`; its pid."""
     log_file = (bench.workdir / f"{name}.log").open("wb")
+    # Each server's metrics files in the run's own directory, never in a work tree.
+    metrics = str(bench.workdir / f"metrics-{name}")
     process = subprocess.Popen(
-        argv, env=bench.env(**env), stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd
+        argv,
+        env=bench.env(PROMETHEUS_MULTIPROC_DIR=metrics, **env),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
     )
     bench.processes.append(process)
     deadline = time.monotonic() + 60

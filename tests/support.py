@@ -211,8 +211,9 @@ def wait_until_live(url: str, process: subprocess.Popen[bytes], timeout: float =
 def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer]:
     """Run `branchloans serve` with `env` added to this environment, stopped at the end."""
     port = free_port()
-    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
-    with tempfile.TemporaryFile() as log:
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging; the
+    # metrics files in a directory of the test's own, never in the work tree.
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as metrics:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -224,7 +225,12 @@ def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer
                 "--workers",
                 str(workers),
             ],
-            env={**os.environ, "IDEMPOTENCY_PURGE_INTERVAL": "0", **env},
+            env={
+                **os.environ,
+                "IDEMPOTENCY_PURGE_INTERVAL": "0",
+                "PROMETHEUS_MULTIPROC_DIR": metrics,
+                **env,
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
