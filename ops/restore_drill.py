@@ -140,7 +140,7 @@ class RestoreDrill:
             "PGBACKREST_PG1_SOCKET_PATH": str(self.work / "socket"),
         }
 
-    def _cluster(self, name: str) -> Cluster:
+    def cluster(self, name: str) -> Cluster:
         port = free_port()
         data = self.work / name
         settings = {"archive_timeout": self.archive_timeout} if self.archive_timeout else {}
@@ -194,7 +194,7 @@ class RestoreDrill:
 
     def run(self) -> DrillReport:
         """Every step of the drill; the report of what came back."""
-        source = self._cluster("source")
+        source = self.cluster("source")
         source.initdb()
         source.include(self.work / "archiving.conf")
         source.start()
@@ -238,7 +238,7 @@ class RestoreDrill:
         source.stop("immediate")
 
         started = time.monotonic()
-        restored = self.restored = self._cluster("restored")
+        restored = self.restored = self.cluster("restored")
         restored.data.mkdir(mode=0o700)
         give_to_postgres(restored.data)
         self.pgbackrest(

@@ -22,7 +22,7 @@ def drill() -> Iterator[tuple[RestoreDrill, DrillReport]]:
         assert shutil.which(tool), f"{tool} is missing: bash .ci/install-apt-packages"
     with RestoreDrill(loans=LOANS, archive_timeout="1s") as restore_drill:
         report = restore_drill.run()
-        print(report.line())
+        print(report.line())  # noqa: T201 - the figures, as `make restore-drill` prints them
         yield restore_drill, report
 
 
