@@ -1,12 +1,20 @@
 """The backup alert rules (deploy/prometheus/backup-alerts.yml), checked and unit-tested by
 promtool, and the scrape job that feeds them."""
 
+import json
+import re
 import subprocess
 
 import pytest
 import yaml
 
-from tests.deploy.support import PROMETHEUS_DIR, require
+from tests.deploy.support import (
+    BACKUP_ROW,
+    DASHBOARD_FILE,
+    PROMETHEUS_DIR,
+    api_panels,
+    require,
+)
 
 ALERTS = (
     "BranchLoansBackupTooOld",
@@ -76,3 +84,22 @@ def test_prometheus_scrapes_the_pgbackrest_exporter_compose_runs(
 
     assert job["static_configs"][0]["targets"] == ["pgbackrest-exporter:9854"]
     assert "monitoring" in services["pgbackrest-exporter"]["networks"]
+
+
+def _backup_metrics(expression: str) -> set[str]:
+    return set(re.findall(r"\b(?:pgbackrest|pg_stat_archiver)_[a-z_]+", expression))
+
+
+def test_the_dashboards_backup_row_reads_the_series_the_alerts_watch() -> None:
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    rules = yaml.safe_load((PROMETHEUS_DIR / "backup-alerts.yml").read_text())
+    watched = set().union(
+        *(_backup_metrics(rule["expr"]) for group in rules["groups"] for rule in group["rules"])
+    )
+    row = [panel for panel in dashboard["panels"] if panel not in api_panels(dashboard)]
+    titles = [panel["title"] for panel in row]
+    drawn = [_backup_metrics(target["expr"]) for panel in row for target in panel["targets"]]
+
+    assert titles == [BACKUP_ROW, "Newest backup age", "Backup age by type", "WAL archiving"]
+    assert all(drawn)
+    assert set().union(*drawn) == watched
