@@ -203,7 +203,9 @@ class RestoreDrill:
         env = self._app_env(source)
         _branchloans("migrate", env=env)
         if self.demo_loans:
-            _branchloans("demo-data", "--count", str(self.demo_loans), "--seed", "1", env=env)
+            # As the owner: the bulk load drops and rebuilds the indexes around its COPY.
+            owner = {**env, "DATABASE_URL": env["MIGRATION_DATABASE_URL"]}
+            _branchloans("demo-data", "--count", str(self.demo_loans), "--seed", "1", env=owner)
         self.api_key = _branchloans(
             "api-keys",
             "create",

@@ -116,3 +116,14 @@ def test_the_schedule_takes_a_full_backup_then_differentials_when_they_are_due(
     assert _backup_types(drill, cluster) == ["full"]
     _schedule(cluster, BACKUP_DIFF_EVERY="0")
     assert _backup_types(drill, cluster) == ["full", "diff"]
+
+
+def test_the_default_repository_settings_file_exists_and_sets_nothing(
+    rendered: dict[str, Any],
+) -> None:
+    for name in ("db", "backup", "pgbackrest-exporter"):
+        env_file = rendered["services"][name]["env_file"]
+        path = REPO / env_file
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+
+        assert lines == [], f"{env_file}: an empty setting stops pgBackRest"
