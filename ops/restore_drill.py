@@ -141,6 +141,7 @@ class RestoreDrill:
         }
 
     def cluster(self, name: str) -> Cluster:
+        """A cluster (not yet created) in the drill's directory, stopped when the drill ends."""
         port = free_port()
         data = self.work / name
         settings = {"archive_timeout": self.archive_timeout} if self.archive_timeout else {}
@@ -153,7 +154,6 @@ class RestoreDrill:
     def pgbackrest(self, cluster: Cluster, *arguments: str) -> str:
         """Run pgBackRest for the stanza, as the postgres user, on `cluster`."""
         command = ["pgbackrest", f"--stanza={STANZA}", *arguments]
-
         return run(as_postgres(command), cluster.env)
 
     def _app_env(self, cluster: Cluster) -> dict[str, str]:
@@ -179,10 +179,10 @@ class RestoreDrill:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.api_url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {self.api_key}"}
         try:
-            with httpx.Client(base_url=self.api_url, headers=headers, timeout=30) as client:
+            with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
                 _wait_until_ready(client, process)
                 yield client
         finally:
