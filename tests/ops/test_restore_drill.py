@@ -18,8 +18,7 @@ LOANS = 10
 @pytest.fixture(scope="module")
 def drill() -> Iterator[tuple[RestoreDrill, DrillReport]]:
     """One drill for the module, its restored cluster left running for more checks."""
-    for tool in ("pgbackrest", "runuser"):
-        assert shutil.which(tool), f"{tool} is missing: bash .ci/install-apt-packages"
+    assert shutil.which("pgbackrest"), "pgbackrest is missing: bash .ci/install-apt-packages"
     with RestoreDrill(loans=LOANS, archive_timeout="1s") as restore_drill:
         report = restore_drill.run()
         print(report.line())  # noqa: T201 - the figures, as `make restore-drill` prints them
