@@ -52,11 +52,17 @@ Body = dict[str, Any]
 
 @dataclass
 class Acknowledged:
-    """What the API acknowledged: each loan's last 2xx body and the events read back."""
+    """What the API acknowledged: each loan's last 2xx body and when it arrived, and the
+    events read back."""
 
     loans: dict[str, Body] = field(default_factory=dict)
+    at: dict[str, datetime] = field(default_factory=dict)
     events: dict[str, list[Body]] = field(default_factory=dict)
-    last_at: datetime | None = None
+
+    def record(self, body: Body) -> None:
+        """A 2xx answer about a loan, received now."""
+        self.loans[body["id"]] = body
+        self.at[body["id"]] = datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -231,11 +237,9 @@ class RestoreDrill:
             after = self.after = write_loans(api, max(1, self.loans // 4), prefix="after")
             for loan_id, body in before.loans.items():
                 if body["status"] == "pending":
-                    after.loans[loan_id] = _ok(api.post(f"/api/loans/{loan_id}/approve"))
-                    after.last_at = datetime.now(UTC)
+                    after.record(_ok(api.post(f"/api/loans/{loan_id}/approve")))
             last_write_archived = self._wait_until_archived(source)
-        assert after.last_at is not None
-        rpo = (last_write_archived - after.last_at).total_seconds()
+        rpo = (last_write_archived - max(after.at.values())).total_seconds()
         # The disaster: the primary is gone, only the repository is left.
         source.stop("immediate")
 
@@ -327,8 +331,7 @@ def write_loans(api: httpx.Client, count: int, *, prefix: str) -> Acknowledged:
         for action in LIFECYCLES[number % len(LIFECYCLES)]:
             payload = {"reason": "restore drill"} if action == "reject" else None
             body = _ok(api.post(f"/api/loans/{body['id']}/{action}", json=payload))
-        acknowledged.loans[body["id"]] = body
-        acknowledged.last_at = datetime.now(UTC)
+        acknowledged.record(body)
     return acknowledged
 
 
