@@ -1,6 +1,7 @@
 """Helpers for the deployment tests: env files, Compose interpolation, the nginx template."""
 
 import getpass
+import json
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -16,6 +18,8 @@ ENV_DIR = REPO / "envs"
 ENVIRONMENTS = ("dev", "staging", "prod")
 NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "default.conf.template"
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
+POSTGRES_EXPORTER_DIR = REPO / "deploy" / "postgres-exporter"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "branchloans.json"
 
@@ -144,3 +148,28 @@ http {{
 """
     )
     return main
+
+
+def dashboard_queries(job: str) -> list[tuple[str, str]]:
+    """(panel title and refId, PromQL) of each dashboard query that reads `job`."""
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    return [
+        (f"{panel['title']} {target['refId']}", target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        if f'job="{job}"' in target["expr"]
+    ]
+
+
+def alert_signals(job: str) -> list[tuple[str, str]]:
+    """Each alert on `job` without its threshold: what it watches, which must have data."""
+    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    signals = []
+    for group in alerts["groups"]:
+        for rule in group["rules"]:
+            if f'job="{job}"' not in rule["expr"]:
+                continue
+            match = re.fullmatch(r"(?s)(.+?)\s*(?:==|!=|>=|<=|>|<)\s*[0-9.]+\s*", rule["expr"])
+            assert match, f"{rule['alert']}: not `signal comparison threshold`"
+            signals.append((rule["alert"], match[1]))
+    return signals

@@ -24,8 +24,9 @@ import yaml
 from branchloans.certs import ensure_certificates
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
 from tests.deploy.support import (
-    DASHBOARD_FILE,
     PROMETHEUS_DIR,
+    alert_signals,
+    dashboard_queries,
     free_port,
     require,
     write_nginx_config,
@@ -458,24 +459,11 @@ def test_a_burst_of_writes_from_one_client_is_answered_429(stack: Stack) -> None
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD_FILE.read_text())
-    return [
-        (f"{panel['title']} {target['refId']}", target["expr"])
-        for panel in dashboard["panels"]
-        for target in panel["targets"]
-    ]
+    return dashboard_queries("branchloans-api")
 
 
 def _alert_signals() -> list[tuple[str, str]]:
-    """Each alert's expression without its threshold: what it watches, which must have data."""
-    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
-    signals = []
-    for group in alerts["groups"]:
-        for rule in group["rules"]:
-            match = re.fullmatch(r"(?s)(.+?)\s*(?:==|!=|>=|<=|>|<)\s*[0-9.]+\s*", rule["expr"])
-            assert match, f"{rule['alert']}: not `signal comparison threshold`"
-            signals.append((rule["alert"], match[1]))
-    return signals
+    return alert_signals("branchloans-api")
 
 
 def _send_traffic(stack: Stack) -> None:
