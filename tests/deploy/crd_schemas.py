@@ -1,7 +1,8 @@
 """JSON schemas, written for these tests, of the custom resources the manifests use.
 
 The Kubernetes schemas shipped by `kubernetes-validate` cover only built-in kinds; the
-CloudNativePG `Cluster` and the Prometheus Operator `ServiceMonitor` are CRDs. These schemas
+CloudNativePG `Cluster` and the Prometheus Operator's `ServiceMonitor`, `PodMonitor` and
+`PrometheusRule` are CRDs. These schemas
 describe the subset of each CRD's fields this repository uses, closed to anything else, so a
 misspelt or misplaced field fails here instead of being dropped by the cluster.
 """
@@ -68,7 +69,14 @@ CNPG_CLUSTER = _resource(
                         "type": "object",
                         "additionalProperties": False,
                         "required": ["database", "owner"],
-                        "properties": {"database": _NAME, "owner": _NAME},
+                        "properties": {
+                            "database": _NAME,
+                            "owner": _NAME,
+                            "postInitApplicationSQL": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                            },
+                        },
                     }
                 },
             },
@@ -84,6 +92,21 @@ CNPG_CLUSTER = _resource(
                 "properties": {"size": _QUANTITY, "storageClass": {"type": "string"}},
             },
             "resources": _RESOURCES,
+            "monitoring": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "customQueriesConfigMap": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name", "key"],
+                            "properties": {"name": _NAME, "key": {"type": "string"}},
+                        },
+                    },
+                },
+            },
             "affinity": {
                 "type": "object",
                 "additionalProperties": False,
@@ -96,6 +119,22 @@ CNPG_CLUSTER = _resource(
         },
     },
 )
+
+_RELABELINGS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "sourceLabels": {"type": "array", "items": {"type": "string"}},
+            "separator": {"type": "string"},
+            "regex": {"type": "string"},
+            "targetLabel": {"type": "string"},
+            "replacement": {"type": "string"},
+            "action": {"enum": ["replace", "keep", "drop", "labeldrop", "labelkeep"]},
+        },
+    },
+}
 
 SERVICE_MONITOR = _resource(
     "monitoring.coreos.com/v1",
@@ -123,6 +162,80 @@ SERVICE_MONITOR = _resource(
                         "interval": _DURATION,
                         "scrapeTimeout": _DURATION,
                         "scheme": {"enum": ["http", "https"]},
+                        "relabelings": _RELABELINGS,
+                    },
+                },
+            },
+        },
+    },
+)
+
+POD_MONITOR = _resource(
+    "monitoring.coreos.com/v1",
+    "PodMonitor",
+    {
+        "type": "object",
+        "required": ["selector", "podMetricsEndpoints"],
+        "additionalProperties": False,
+        "properties": {
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": _STRING_MAP},
+            },
+            "podMetricsEndpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["port"],
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "interval": _DURATION,
+                        "scrapeTimeout": _DURATION,
+                        "relabelings": _RELABELINGS,
+                        "metricRelabelings": _RELABELINGS,
+                    },
+                },
+            },
+        },
+    },
+)
+
+PROMETHEUS_RULE = _resource(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "required": ["groups"],
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "interval": _DURATION,
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["alert", "expr"],
+                                "properties": {
+                                    "alert": {"type": "string"},
+                                    "expr": {"type": "string"},
+                                    "for": _DURATION,
+                                    "labels": _STRING_MAP,
+                                    "annotations": _STRING_MAP,
+                                },
+                            },
+                        },
                     },
                 },
             },
@@ -133,4 +246,6 @@ SERVICE_MONITOR = _resource(
 SCHEMAS = {
     ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
 }

@@ -23,6 +23,26 @@ POSTGRES_EXPORTER_DIR = REPO / "deploy" / "postgres-exporter"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "branchloans.json"
 
+# What postgres_exporter serves that the dashboard and the alerts read: its built-in
+# collectors and deploy/postgres-exporter/queries.yaml.
+EXPORTER_METRICS = {
+    "pg_up",
+    "pg_settings_max_connections",
+    "pg_stat_activity_count",
+    "pg_stat_activity_max_tx_duration",
+    "pg_stat_database_xact_commit",
+    "pg_stat_database_xact_rollback",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
+    "pg_stat_database_deadlocks",
+    "pg_stat_archiver_archived_count",
+    "pg_stat_archiver_failed_count",
+    "pg_stat_archiver_last_archive_age",
+    "pg_replication_replicas_connected",
+    "pg_replication_replicas_max_replay_lag_seconds",
+    "pg_statements_top_total_time_seconds",
+    "up",
+}
 # The secrets production takes from the operator's shell, never from its env file.
 PRODUCTION_SECRETS = ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.support import DASHBOARD_FILE, GRAFANA_DIR, PROMETHEUS_DIR
+from tests.deploy.support import DASHBOARD_FILE, EXPORTER_METRICS, GRAFANA_DIR, PROMETHEUS_DIR
 
 # The metric names the API's /metrics exposes, by contract.
 API_METRICS = {
@@ -21,26 +21,6 @@ API_METRICS = {
     "loans_by_status",
     "db_pool_connections",
     "database_up",
-    "up",
-}
-# What postgres_exporter serves that the dashboard and the alerts read: its built-in
-# collectors and deploy/postgres-exporter/queries.yaml.
-EXPORTER_METRICS = {
-    "pg_up",
-    "pg_settings_max_connections",
-    "pg_stat_activity_count",
-    "pg_stat_activity_max_tx_duration",
-    "pg_stat_database_xact_commit",
-    "pg_stat_database_xact_rollback",
-    "pg_stat_database_blks_hit",
-    "pg_stat_database_blks_read",
-    "pg_stat_database_deadlocks",
-    "pg_stat_archiver_archived_count",
-    "pg_stat_archiver_failed_count",
-    "pg_stat_archiver_last_archive_age",
-    "pg_replication_replicas_connected",
-    "pg_replication_replicas_max_replay_lag_seconds",
-    "pg_statements_top_total_time_seconds",
     "up",
 }
 JOB_METRICS = {"branchloans-api": API_METRICS, "postgres": EXPORTER_METRICS}
