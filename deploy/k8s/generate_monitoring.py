@@ -2,13 +2,16 @@
 
 deploy/prometheus/alerts.yml becomes PrometheusRule resources: the database group goes with
 the CloudNativePG component (its metrics come from the operator's exporter), every other
-group to the base. deploy/postgres-exporter/queries.yaml becomes the ConfigMap of custom
-queries the CloudNativePG cluster runs. `--check` exits 1 when a written file is out of date
-(tests/deploy/test_k8s_monitoring.py runs it); `make k8s-monitoring` writes them.
+group to the base. deploy/alertmanager/alertmanager.yml becomes an AlertmanagerConfig whose
+receivers read the Secret `alertmanager-receivers`. deploy/postgres-exporter/queries.yaml
+becomes the ConfigMap of custom queries the CloudNativePG cluster runs. `--check` exits 1
+when a written file is out of date (tests/deploy/test_k8s_monitoring.py runs it);
+`make k8s-monitoring` writes them.
 
 Written here because no packaged tool turns a Prometheus rules file into a PrometheusRule.
 """
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,9 @@ DEPLOY = Path(__file__).resolve().parents[1]
 K8S = DEPLOY / "k8s"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 QUERIES = DEPLOY / "postgres-exporter" / "queries.yaml"
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
+# The Secret (never committed) holding what alertmanager.yml reads from /run/secrets/<key>.
+RECEIVERS_SECRET = "alertmanager-receivers"  # noqa: S105 (a Secret's name, not its value)
 DATABASE_GROUP = "branchloans-database"
 QUERIES_CONFIG_MAP = "branch-loans-db-monitoring"
 QUERIES_KEY = "queries.yaml"
@@ -53,6 +59,93 @@ def _prometheus_rule(name: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _matchers(matchers: list[str]) -> list[dict[str, str]]:
+    """`name="value"` matchers as the operator's objects."""
+    parsed = []
+    for matcher in matchers:
+        match = re.fullmatch(r'(\w+)(=~|!~|!=|=)"(.*)"', matcher)
+        assert match, f"unsupported matcher {matcher!r}"
+        # `=` is the operator's default, left out: kustomize writes it unquoted, which YAML
+        # 1.1 readers take for a tag.
+        operator = {} if match[2] == "=" else {"matchType": match[2]}
+        parsed.append({"name": match[1], "value": match[3], **operator})
+    return parsed
+
+
+def _route(route: dict[str, Any]) -> dict[str, Any]:
+    keys = {
+        "receiver": "receiver",
+        "group_by": "groupBy",
+        "group_wait": "groupWait",
+        "group_interval": "groupInterval",
+        "repeat_interval": "repeatInterval",
+    }
+    converted: dict[str, Any] = {keys[key]: value for key, value in route.items() if key in keys}
+    if "matchers" in route:
+        converted["matchers"] = _matchers(route["matchers"])
+    if "routes" in route:
+        converted["routes"] = [_route(child) for child in route["routes"]]
+    unknown = set(route) - set(keys) - {"matchers", "routes"}
+    assert not unknown, f"route keys the generator does not translate: {unknown}"
+    return converted
+
+
+def _secret_key(path: str) -> dict[str, str]:
+    return {"name": RECEIVERS_SECRET, "key": path.removeprefix("/run/secrets/")}
+
+
+def _receiver(receiver: dict[str, Any], pagerduty_url: str) -> dict[str, Any]:
+    converted: dict[str, Any] = {"name": receiver["name"]}
+    for pagerduty in receiver.get("pagerduty_configs", []):
+        converted.setdefault("pagerdutyConfigs", []).append(
+            {
+                "routingKey": _secret_key(pagerduty["routing_key_file"]),
+                "url": pagerduty_url,
+                "sendResolved": pagerduty["send_resolved"],
+                "severity": pagerduty["severity"],
+                "description": pagerduty["description"],
+                "details": [{"key": k, "value": v} for k, v in pagerduty["details"].items()],
+                "pagerDutyLinkConfigs": [
+                    {"href": link["href"], "alt": link["text"]} for link in pagerduty["links"]
+                ],
+            }
+        )
+    for slack in receiver.get("slack_configs", []):
+        converted.setdefault("slackConfigs", []).append(
+            {
+                "apiURL": _secret_key(slack["api_url_file"]),
+                "sendResolved": slack["send_resolved"],
+                "title": slack["title"],
+                "text": slack["text"],
+            }
+        )
+    return converted
+
+
+def _alertmanager_config() -> dict[str, Any]:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    return {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": {"name": "branch-loans", "labels": {"app.kubernetes.io/name": "branch-loans"}},
+        "spec": {
+            "route": _route(config["route"]),
+            "inhibitRules": [
+                {
+                    "sourceMatch": _matchers(rule["source_matchers"]),
+                    "targetMatch": _matchers(rule["target_matchers"]),
+                    "equal": rule["equal"],
+                }
+                for rule in config["inhibit_rules"]
+            ],
+            "receivers": [
+                _receiver(receiver, config["global"]["pagerduty_url"])
+                for receiver in config["receivers"]
+            ],
+        },
+    }
+
+
 def generated() -> dict[Path, str]:
     """Each generated file's path and the text it must hold."""
     groups = yaml.safe_load(RULES.read_text())["groups"]
@@ -70,6 +163,7 @@ def generated() -> dict[Path, str]:
     }
     component = K8S / "components" / "cloudnative-pg"
     return {
+        K8S / "base" / "alertmanagerconfig.yaml": _document(ALERTMANAGER, _alertmanager_config()),
         K8S / "base" / "prometheusrule.yaml": _document(
             RULES, _prometheus_rule("branch-loans-api", others)
         ),

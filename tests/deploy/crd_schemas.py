@@ -2,7 +2,7 @@
 
 The Kubernetes schemas shipped by `kubernetes-validate` cover only built-in kinds; the
 CloudNativePG `Cluster` and the Prometheus Operator's `ServiceMonitor`, `PodMonitor` and
-`PrometheusRule` are CRDs. These schemas
+`PrometheusRule` and `AlertmanagerConfig` are CRDs. These schemas
 describe the subset of each CRD's fields this repository uses, closed to anything else, so a
 misspelt or misplaced field fails here instead of being dropped by the cluster.
 """
@@ -243,9 +243,131 @@ PROMETHEUS_RULE = _resource(
     },
 )
 
+_MATCHERS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "value"],
+        "properties": {
+            "name": {"type": "string"},
+            "value": {"type": "string"},
+            "matchType": {"enum": ["=", "!=", "=~", "!~"]},
+        },
+    },
+}
+_SECRET_KEY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "key"],
+    "properties": {"name": _NAME, "key": {"type": "string"}},
+}
+_ROUTE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "receiver": {"type": "string"},
+        "groupBy": {"type": "array", "items": {"type": "string"}},
+        "groupWait": _DURATION,
+        "groupInterval": _DURATION,
+        "repeatInterval": _DURATION,
+        "matchers": _MATCHERS,
+        "routes": {"type": "array", "items": {"$ref": "#/properties/spec/properties/route"}},
+    },
+}
+
+ALERTMANAGER_CONFIG = _resource(
+    "monitoring.coreos.com/v1alpha1",
+    "AlertmanagerConfig",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["route", "receivers"],
+        "properties": {
+            "route": _ROUTE,
+            "inhibitRules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "sourceMatch": _MATCHERS,
+                        "targetMatch": _MATCHERS,
+                        "equal": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+            "receivers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "pagerdutyConfigs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["routingKey"],
+                                "properties": {
+                                    "routingKey": _SECRET_KEY,
+                                    "url": {"type": "string", "pattern": "^https://"},
+                                    "sendResolved": {"type": "boolean"},
+                                    "severity": {"type": "string"},
+                                    "description": {"type": "string"},
+                                    "details": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "required": ["key", "value"],
+                                            "properties": {
+                                                "key": {"type": "string"},
+                                                "value": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                    "pagerDutyLinkConfigs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "href": {"type": "string"},
+                                                "alt": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "slackConfigs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["apiURL"],
+                                "properties": {
+                                    "apiURL": _SECRET_KEY,
+                                    "sendResolved": {"type": "boolean"},
+                                    "title": {"type": "string"},
+                                    "text": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+)
+
 SCHEMAS = {
     ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"): ALERTMANAGER_CONFIG,
 }

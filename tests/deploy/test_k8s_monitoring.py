@@ -1,6 +1,7 @@
-"""Monitoring on Kubernetes: the PrometheusRules are alerts.yml (generated, and checked to be
-up to date), the scrape jobs are the ones the rules name, and the CloudNativePG exporter's
-metrics are renamed to the names the rules and the dashboard read."""
+"""Monitoring on Kubernetes: the PrometheusRules are alerts.yml and the AlertmanagerConfig is
+alertmanager.yml (generated, and checked to be up to date), the scrape jobs are the ones the
+rules name, and the CloudNativePG exporter's metrics are renamed to the names the rules and
+the dashboard read."""
 
 import re
 import subprocess
@@ -147,3 +148,43 @@ def test_the_cluster_runs_the_projects_queries_with_pg_stat_statements() -> None
     assert pod_monitor["spec"]["selector"]["matchLabels"] == {
         "cnpg.io/cluster": cluster["metadata"]["name"]
     }
+
+
+def _routed(route: dict[str, Any], labels: dict[str, str]) -> str:
+    """The receiver of the first child route whose matchers all hold, else the parent's."""
+    for child in route.get("routes", []):
+        matchers = child.get("matchers", [])
+        assert all(m.get("matchType", "=") == "=" for m in matchers)
+        if all(labels.get(m["name"]) == m["value"] for m in matchers):
+            return _routed(child, labels)
+    receiver: str = route["receiver"]
+    return receiver
+
+
+@pytest.mark.parametrize(
+    ("severity", "receiver"), [("critical", "pagerduty"), ("warning", "slack")]
+)
+def test_alertmanager_config_routes_each_severity_as_compose_does(
+    severity: str, receiver: str
+) -> None:
+    config = one(render("overlays/prod"), "AlertmanagerConfig")["spec"]
+
+    assert _routed(config["route"], {"severity": severity}) == receiver
+    assert config["route"]["groupBy"] == ["alertname", "service"]
+    assert config["inhibitRules"][0]["equal"] == ["service"]
+
+
+def test_alertmanager_config_reads_its_receivers_from_a_secret_never_committed() -> None:
+    manifests = render("overlays/prod")
+    config = one(manifests, "AlertmanagerConfig")["spec"]
+    (pagerduty,) = next(r for r in config["receivers"] if r["name"] == "pagerduty")[
+        "pagerdutyConfigs"
+    ]
+    (slack,) = next(r for r in config["receivers"] if r["name"] == "slack")["slackConfigs"]
+
+    assert pagerduty["routingKey"] == {
+        "name": "alertmanager-receivers",
+        "key": "pagerduty_routing_key",
+    }
+    assert slack["apiURL"] == {"name": "alertmanager-receivers", "key": "slack_webhook_url"}
+    assert find(manifests, "Secret") == []
