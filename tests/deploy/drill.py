@@ -122,13 +122,20 @@ class Notification:
     received: float  # time.monotonic()
 
     @property
-    def alertname(self) -> str:
-        """The alert the notification is about, from the templates in alertmanager.yml."""
+    def title(self) -> str:
+        """The PagerDuty summary or the Slack title, as alertmanager.yml's templates make them."""
         if self.route == "pagerduty":
             summary: str = self.body["payload"]["summary"]
-            return summary.split(":", 1)[0]
+            return summary
         title: str = self.body["attachments"][0]["title"]
-        return title.split()[1]
+        return title
+
+    @property
+    def alertname(self) -> str:
+        """The alert the notification is about: `Name: summary` or `[STATUS] Name (service)`."""
+        if self.route == "pagerduty":
+            return self.title.split(":", 1)[0]
+        return self.title.split()[1]
 
     @property
     def resolved(self) -> bool:

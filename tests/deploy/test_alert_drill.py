@@ -52,6 +52,7 @@ class Drill:
     cluster: PostgresCluster
     receiver: WebhookReceiver
     prometheus: str
+    alertmanager: str
     routing_key: str
     processes: Processes
 
@@ -78,8 +79,9 @@ async def _prepare_database(url: str) -> None:
 
 def _start(
     processes: Processes, root: Path, cluster: PostgresCluster, receiver: str, routing_key: str
-) -> str:
-    """The API, postgres_exporter, Alertmanager and Prometheus; Prometheus's URL."""
+) -> tuple[str, str]:
+    """The API, postgres_exporter, Alertmanager and Prometheus; Prometheus's and
+    Alertmanager's URLs."""
     api_port, exporter_port, alertmanager_port, prometheus_port = (free_port() for _ in "1234")
     api_env = {
         **os.environ,
@@ -138,7 +140,7 @@ def _start(
         wait_for(
             name, lambda url=url: httpx.get(url).status_code == 200, STARTUP_SECONDS, processes
         )
-    return f"http://127.0.0.1:{prometheus_port}"
+    return f"http://127.0.0.1:{prometheus_port}", f"http://127.0.0.1:{alertmanager_port}"
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +157,8 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
         asyncio.run(_prepare_database(cluster.url(DATABASE)))
         upgrade_to_head(cluster.url(DATABASE))
         with WebhookReceiver() as receiver:
-            prometheus = _start(processes, root, cluster, receiver.url, routing_key)
-            yield Drill(cluster, receiver, prometheus, routing_key, processes)
+            prometheus, alertmanager = _start(processes, root, cluster, receiver.url, routing_key)
+            yield Drill(cluster, receiver, prometheus, alertmanager, routing_key, processes)
     finally:
         processes.stop_all()
         cluster.remove()
@@ -260,3 +262,33 @@ def test_a_long_transaction_warns_on_slack_only(drill: Drill) -> None:
     assert resolution is not None
     assert resolution.route == "slack"
     assert {n.route for n in receiver.about("PostgresLongTransaction")} == {"slack"}
+
+
+def test_a_critical_alert_holds_back_the_warnings_of_its_own_service_only(drill: Drill) -> None:
+    # Posted to Alertmanager as Prometheus would: the inhibition is alertmanager.yml's own.
+    def alert(severity: str, service: str) -> dict[str, Any]:
+        name = f"Drill{severity.title()}"
+        return {"labels": {"alertname": name, "severity": severity, "service": service}}
+
+    response = httpx.post(
+        f"{drill.alertmanager}/api/v2/alerts",
+        json=[
+            alert("critical", "postgres"),
+            alert("warning", "postgres"),
+            alert("warning", "branchloans-api"),
+        ],
+    )
+    assert response.status_code == 200
+    other_service = drill.receiver.wait_for(
+        lambda n: n.alertname == "DrillWarning" and "(branchloans-api)" in n.title,
+        DELIVERY_SECONDS,
+    )
+    page = drill.receiver.wait_for(lambda n: n.alertname == "DrillCritical", DELIVERY_SECONDS)
+    # The held-back warning's group was due at the same time as the one delivered.
+    time.sleep(3)
+
+    assert other_service is not None
+    assert other_service.route == "slack"
+    assert page is not None
+    assert page.route == "pagerduty"
+    assert [n.title for n in drill.receiver.about("DrillWarning")] == [other_service.title]
