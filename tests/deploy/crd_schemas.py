@@ -1,7 +1,8 @@
 """JSON schemas, written for these tests, of the custom resources the manifests use.
 
 The Kubernetes schemas shipped by `kubernetes-validate` cover only built-in kinds; the
-CloudNativePG `Cluster` and the Prometheus Operator `ServiceMonitor` are CRDs. These schemas
+CloudNativePG `Cluster` and the Prometheus Operator's `ServiceMonitor`, `PodMonitor` and
+`PrometheusRule` and `AlertmanagerConfig` are CRDs. These schemas
 describe the subset of each CRD's fields this repository uses, closed to anything else, so a
 misspelt or misplaced field fails here instead of being dropped by the cluster.
 """
@@ -68,7 +69,14 @@ CNPG_CLUSTER = _resource(
                         "type": "object",
                         "additionalProperties": False,
                         "required": ["database", "owner"],
-                        "properties": {"database": _NAME, "owner": _NAME},
+                        "properties": {
+                            "database": _NAME,
+                            "owner": _NAME,
+                            "postInitApplicationSQL": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                            },
+                        },
                     }
                 },
             },
@@ -99,6 +107,21 @@ CNPG_CLUSTER = _resource(
                 "properties": {"size": _QUANTITY, "storageClass": {"type": "string"}},
             },
             "resources": _RESOURCES,
+            "monitoring": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "customQueriesConfigMap": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name", "key"],
+                            "properties": {"name": _NAME, "key": {"type": "string"}},
+                        },
+                    },
+                },
+            },
             "affinity": {
                 "type": "object",
                 "additionalProperties": False,
@@ -111,6 +134,22 @@ CNPG_CLUSTER = _resource(
         },
     },
 )
+
+_RELABELINGS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "sourceLabels": {"type": "array", "items": {"type": "string"}},
+            "separator": {"type": "string"},
+            "regex": {"type": "string"},
+            "targetLabel": {"type": "string"},
+            "replacement": {"type": "string"},
+            "action": {"enum": ["replace", "keep", "drop", "labeldrop", "labelkeep"]},
+        },
+    },
+}
 
 SERVICE_MONITOR = _resource(
     "monitoring.coreos.com/v1",
@@ -138,6 +177,201 @@ SERVICE_MONITOR = _resource(
                         "interval": _DURATION,
                         "scrapeTimeout": _DURATION,
                         "scheme": {"enum": ["http", "https"]},
+                        "relabelings": _RELABELINGS,
+                    },
+                },
+            },
+        },
+    },
+)
+
+POD_MONITOR = _resource(
+    "monitoring.coreos.com/v1",
+    "PodMonitor",
+    {
+        "type": "object",
+        "required": ["selector", "podMetricsEndpoints"],
+        "additionalProperties": False,
+        "properties": {
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": _STRING_MAP},
+            },
+            "podMetricsEndpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["port"],
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "interval": _DURATION,
+                        "scrapeTimeout": _DURATION,
+                        "relabelings": _RELABELINGS,
+                        "metricRelabelings": _RELABELINGS,
+                    },
+                },
+            },
+        },
+    },
+)
+
+PROMETHEUS_RULE = _resource(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "required": ["groups"],
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "interval": _DURATION,
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["alert", "expr"],
+                                "properties": {
+                                    "alert": {"type": "string"},
+                                    "expr": {"type": "string"},
+                                    "for": _DURATION,
+                                    "labels": _STRING_MAP,
+                                    "annotations": _STRING_MAP,
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+)
+
+_MATCHERS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "value"],
+        "properties": {
+            "name": {"type": "string"},
+            "value": {"type": "string"},
+            "matchType": {"enum": ["=", "!=", "=~", "!~"]},
+        },
+    },
+}
+_SECRET_KEY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "key"],
+    "properties": {"name": _NAME, "key": {"type": "string"}},
+}
+_ROUTE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "receiver": {"type": "string"},
+        "groupBy": {"type": "array", "items": {"type": "string"}},
+        "groupWait": _DURATION,
+        "groupInterval": _DURATION,
+        "repeatInterval": _DURATION,
+        "matchers": _MATCHERS,
+        "routes": {"type": "array", "items": {"$ref": "#/properties/spec/properties/route"}},
+    },
+}
+
+ALERTMANAGER_CONFIG = _resource(
+    "monitoring.coreos.com/v1alpha1",
+    "AlertmanagerConfig",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["route", "receivers"],
+        "properties": {
+            "route": _ROUTE,
+            "inhibitRules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "sourceMatch": _MATCHERS,
+                        "targetMatch": _MATCHERS,
+                        "equal": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+            "receivers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "pagerdutyConfigs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["routingKey"],
+                                "properties": {
+                                    "routingKey": _SECRET_KEY,
+                                    "url": {"type": "string", "pattern": "^https://"},
+                                    "sendResolved": {"type": "boolean"},
+                                    "severity": {"type": "string"},
+                                    "description": {"type": "string"},
+                                    "details": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "required": ["key", "value"],
+                                            "properties": {
+                                                "key": {"type": "string"},
+                                                "value": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                    "pagerDutyLinkConfigs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "href": {"type": "string"},
+                                                "alt": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "slackConfigs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["apiURL"],
+                                "properties": {
+                                    "apiURL": _SECRET_KEY,
+                                    "sendResolved": {"type": "boolean"},
+                                    "title": {"type": "string"},
+                                    "text": {"type": "string"},
+                                },
+                            },
+                        },
                     },
                 },
             },
@@ -237,4 +471,7 @@ SCHEMAS = {
     ("postgresql.cnpg.io/v1", "ScheduledBackup"): CNPG_SCHEDULED_BACKUP,
     ("barmancloud.cnpg.io/v1", "ObjectStore"): BARMAN_OBJECT_STORE,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"): ALERTMANAGER_CONFIG,
 }

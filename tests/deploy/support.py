@@ -1,6 +1,7 @@
 """Helpers for the deployment tests: env files, Compose interpolation, the nginx template."""
 
 import getpass
+import json
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -16,11 +18,33 @@ ENV_DIR = REPO / "envs"
 ENVIRONMENTS = ("dev", "staging", "prod")
 NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "default.conf.template"
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
+POSTGRES_EXPORTER_DIR = REPO / "deploy" / "postgres-exporter"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "branchloans.json"
 # The dashboard's last row, whose panels read the backup exporters rather than the API.
 BACKUP_ROW = "Backups"
 
+# What postgres_exporter serves that the dashboard and the alerts read: its built-in
+# collectors and deploy/postgres-exporter/queries.yaml.
+EXPORTER_METRICS = {
+    "pg_up",
+    "pg_settings_max_connections",
+    "pg_stat_activity_count",
+    "pg_stat_activity_max_tx_duration",
+    "pg_stat_database_xact_commit",
+    "pg_stat_database_xact_rollback",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
+    "pg_stat_database_deadlocks",
+    "pg_stat_archiver_archived_count",
+    "pg_stat_archiver_failed_count",
+    "pg_stat_archiver_last_archive_age",
+    "pg_replication_replicas_connected",
+    "pg_replication_replicas_max_replay_lag_seconds",
+    "pg_statements_top_total_time_seconds",
+    "up",
+}
 # The secrets production takes from the operator's shell, never from its env file.
 PRODUCTION_SECRETS = ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
@@ -153,3 +177,28 @@ def api_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     panels: list[dict[str, Any]] = dashboard["panels"]
     (row,) = [panel for panel in panels if panel["type"] == "row" and panel["title"] == BACKUP_ROW]
     return [panel for panel in panels if panel["gridPos"]["y"] < row["gridPos"]["y"]]
+
+
+def dashboard_queries(job: str) -> list[tuple[str, str]]:
+    """(panel title and refId, PromQL) of each dashboard query that reads `job`."""
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    return [
+        (f"{panel['title']} {target['refId']}", target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        if f'job="{job}"' in target["expr"]
+    ]
+
+
+def alert_signals(job: str) -> list[tuple[str, str]]:
+    """Each alert on `job` without its threshold: what it watches, which must have data."""
+    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    signals = []
+    for group in alerts["groups"]:
+        for rule in group["rules"]:
+            if f'job="{job}"' not in rule["expr"]:
+                continue
+            match = re.fullmatch(r"(?s)(.+?)\s*(?:==|!=|>=|<=|>|<)\s*[0-9.]+\s*", rule["expr"])
+            assert match, f"{rule['alert']}: not `signal comparison threshold`"
+            signals.append((rule["alert"], match[1]))
+    return signals

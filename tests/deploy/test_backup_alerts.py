@@ -98,8 +98,16 @@ def test_the_dashboards_backup_row_reads_the_series_the_alerts_watch() -> None:
     )
     row = [panel for panel in dashboard["panels"] if panel not in api_panels(dashboard)]
     titles = [panel["title"] for panel in row]
-    drawn = [_backup_metrics(target["expr"]) for panel in row for target in panel["targets"]]
+    in_row = [_backup_metrics(target["expr"]) for panel in row for target in panel["targets"]]
+    # WAL archiving is drawn once, in the database row, from postgres_exporter's series.
+    drawn = set().union(
+        *(
+            _backup_metrics(target["expr"])
+            for panel in dashboard["panels"]
+            for target in panel.get("targets", [])
+        )
+    )
 
-    assert titles == [BACKUP_ROW, "Newest backup age", "Backup age by type", "WAL archiving"]
-    assert all(drawn)
-    assert set().union(*drawn) == watched
+    assert titles == [BACKUP_ROW, "Newest backup age", "Backup age by type"]
+    assert all(in_row)
+    assert drawn >= watched

@@ -41,6 +41,8 @@ SERVICES = {
     "api",
     "nginx",
     "prometheus",
+    "postgres-exporter",
+    "alertmanager",
     "grafana",
 }
 
@@ -488,7 +490,7 @@ def test_every_public_image_is_pinned_to_a_version(compose_document: dict[str, A
         if not service["image"].startswith("${")
     ]
 
-    assert len(images) == 4
+    assert len(images) == 6
     for image in images:
         _, _, tag = image.partition(":")
         assert re.match(r"v?\d+(\.\d+)*(-[a-z]+)?$", tag), image
@@ -515,3 +517,71 @@ def test_the_api_image_runs_non_root_on_a_read_only_root_filesystem(
     assert container["cap_drop"] == ["ALL"]
     assert "user" not in container  # the image's own non-root USER applies
     assert "USER 10001:10001" in (REPO / "Containerfile").read_text()
+
+
+def _file_sd_targets(config: dict[str, Any]) -> list[str]:
+    (target_file,) = config["file_sd_configs"][0]["files"]
+    (group,) = yaml.safe_load((PROMETHEUS_DIR / target_file).read_text())
+    targets: list[str] = group["targets"]
+    return targets
+
+
+def test_prometheus_scrapes_postgres_exporter_which_reads_the_database(
+    rendered: dict[str, Any],
+) -> None:
+    services = rendered["services"]
+    exporter = services["postgres-exporter"]
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "postgres"]
+    queries_dir = _volume_target(exporter, "./deploy/postgres-exporter")
+
+    assert _file_sd_targets(job) == ["postgres-exporter:9187"]
+    assert _networks(exporter) & _networks(services["prometheus"])
+    assert _networks(exporter) & _networks(services["db"])
+    assert exporter["environment"]["DATA_SOURCE_URI"].startswith("db:5432/")
+    assert f"--extend.query-path={queries_dir}/queries.yaml" in exporter["command"]
+
+
+def test_the_database_loads_pg_stat_statements_and_creates_the_extension(
+    rendered: dict[str, Any],
+) -> None:
+    db = rendered["services"]["db"]
+    initdb = REPO / "deploy" / "postgres" / "initdb"
+
+    assert "shared_preload_libraries=pg_stat_statements" in _command(db)
+    assert _volume_target(db, "./deploy/postgres/initdb") == "/docker-entrypoint-initdb.d"
+    assert "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" in "".join(
+        path.read_text() for path in initdb.glob("*.sql")
+    )
+
+
+def test_prometheus_sends_alerts_to_alertmanager(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+
+    assert _file_sd_targets(alertmanagers) == ["alertmanager:9093"]
+    assert _networks(services["alertmanager"]) & _networks(services["prometheus"])
+
+
+def test_alertmanager_reads_its_receivers_secrets_from_the_environment(
+    compose_document: dict[str, Any],
+) -> None:
+    alertmanager = compose_document["services"]["alertmanager"]
+    config = yaml.safe_load((REPO / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    files = {
+        receiver_config[key]
+        for receiver in config["receivers"]
+        for configs in receiver.values()
+        if isinstance(configs, list)
+        for receiver_config in configs
+        for key in ("routing_key_file", "api_url_file")
+        if key in receiver_config
+    }
+
+    assert compose_document["secrets"] == {
+        "slack_webhook_url": {"environment": "SLACK_WEBHOOK_URL"},
+        "pagerduty_routing_key": {"environment": "PAGERDUTY_ROUTING_KEY"},
+    }
+    assert files == {f"/run/secrets/{name}" for name in alertmanager["secrets"]}
+    assert _volume_target(alertmanager, "./deploy/alertmanager") == "/etc/alertmanager"

@@ -1,5 +1,6 @@
 """The provisioned Grafana dashboard: the seed's panels, on the provisioned datasource, drawn
-from the metrics the API exposes (their PromQL runs for real in test_stack.py)."""
+from the metrics the API and postgres_exporter expose (their PromQL runs for real in
+test_stack.py and test_alert_drill.py)."""
 
 import json
 import re
@@ -8,7 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.support import DASHBOARD_FILE, GRAFANA_DIR, PROMETHEUS_DIR, api_panels
+from tests.deploy.support import (
+    DASHBOARD_FILE,
+    EXPORTER_METRICS,
+    GRAFANA_DIR,
+    PROMETHEUS_DIR,
+    api_panels,
+)
 
 # The metric names the API's /metrics exposes, by contract.
 API_METRICS = {
@@ -22,7 +29,19 @@ API_METRICS = {
     "database_up",
     "up",
 }
-PROMQL_FUNCTIONS = {"sum", "rate", "histogram_quantile", "max", "min", "vector", "by", "or"}
+JOB_METRICS = {"branchloans-api": API_METRICS, "postgres": EXPORTER_METRICS}
+PROMQL_FUNCTIONS = {
+    "sum",
+    "rate",
+    "increase",
+    "histogram_quantile",
+    "max",
+    "min",
+    "topk",
+    "vector",
+    "by",
+    "or",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +58,7 @@ def _expressions(dashboard: dict[str, Any]) -> list[str]:
 def _metric_names(expression: str) -> set[str]:
     without_strings = re.sub(r'"[^"]*"|\[[^]]*\]|\{[^}]*\}', "", expression)
     words = set(re.findall(r"[a-z_][a-z0-9_]*", without_strings))
-    labels = {"le", "status", "state", "currency", "method", "handler", "instance"}
+    labels = {"le", "status", "state", "currency", "method", "handler", "instance", "statement"}
     return words - PROMQL_FUNCTIONS - labels
 
 
@@ -94,17 +113,27 @@ def test_panels_have_unique_ids_and_fit_the_grid(dashboard: dict[str, Any]) -> N
         cells |= area
 
 
-def test_the_dashboard_and_alerts_use_only_the_apis_metrics(dashboard: dict[str, Any]) -> None:
+def _job(expression: str) -> str:
+    (job,) = set(re.findall(r'job="([^"]+)"', expression))
+    return job
+
+
+@pytest.mark.parametrize("job", sorted(JOB_METRICS))
+def test_the_dashboard_and_alerts_use_only_their_jobs_metrics(
+    dashboard: dict[str, Any], job: str
+) -> None:
     alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     expressions = _expressions(dashboard) + [
         rule["expr"] for group in alerts["groups"] for rule in group["rules"]
     ]
 
-    used = set().union(*(_metric_names(expression) for expression in expressions))
+    used = set().union(
+        *(_metric_names(expression) for expression in expressions if _job(expression) == job)
+    )
 
-    assert used == API_METRICS
+    assert used == JOB_METRICS[job]
 
 
-def test_every_query_is_limited_to_the_api_job(dashboard: dict[str, Any]) -> None:
+def test_every_query_is_limited_to_one_known_job(dashboard: dict[str, Any]) -> None:
     for expression in _expressions(dashboard):
-        assert expression.count('job="branchloans-api"') >= 1, expression
+        assert _job(expression) in JOB_METRICS, expression

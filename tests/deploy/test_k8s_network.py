@@ -1,6 +1,6 @@
 """NetworkPolicies, evaluated on sample pods: only the ingress controller and Prometheus reach
 the API, the API and the migration Job reach only DNS and Postgres, and Postgres accepts only
-them, its own instances and its operator."""
+them, its own instances, its operator and Prometheus (its exporter only)."""
 
 from typing import Any
 
@@ -52,6 +52,7 @@ ALLOWED = [
     ("postgres", "postgres", 5432, "TCP"),
     ("operator", "postgres", 8000, "TCP"),
     ("operator", "postgres", 5432, "TCP"),
+    ("prometheus", "postgres", 9187, "TCP"),
 ]
 
 DENIED = [
@@ -67,6 +68,8 @@ DENIED = [
     ("migrate", "internet", 443, "TCP"),
     ("neighbour", "postgres", 5432, "TCP"),
     ("stranger", "postgres", 5432, "TCP"),
+    ("api", "postgres", 9187, "TCP"),
+    ("prometheus", "postgres", 5432, "TCP"),
 ]
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -23,10 +22,11 @@ import yaml
 
 from branchloans.certs import ensure_certificates
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
+from tests.deploy.processes import Processes, wait_for
 from tests.deploy.support import (
-    DASHBOARD_FILE,
     PROMETHEUS_DIR,
-    api_panels,
+    alert_signals,
+    dashboard_queries,
     free_port,
     require,
     write_nginx_config,
@@ -88,59 +88,6 @@ class Stack:
             extensions={"sni_hostname": "branchloans.com"},
             **kwargs,
         )
-
-
-def _wait(what: str, ready: Callable[[], bool], seconds: float, processes: "Processes") -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if ready():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{what} not ready within {seconds} s; {processes.describe()}")
-
-
-class Processes:
-    """Processes the stack started, each in its own session so it stops with its children."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def describe(self) -> str:
-        """Each process's state and the end of its log, for a failure message."""
-        states = {
-            name: {
-                "exit code": process.poll(),
-                "log": (self.logs / f"{name}.log").read_text(errors="replace")[-2000:],
-            }
-            for name, process in self.running.items()
-        }
-        return json.dumps(states, indent=1)
-
-    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        """Start `command`, its output in logs/<name>.log."""
-        with (self.logs / f"{name}.log").open("wb") as log:
-            self.running[name] = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def stop_all(self) -> None:
-        """Stop every process, newest first: a polite signal, then SIGKILL after 10 s."""
-        for process in reversed(self.running.values()):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
 
 
 def _start_api(processes: Processes, database_url: str, port: int) -> tuple[str, str]:
@@ -243,20 +190,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         http_port, https_port = _start_nginx(processes, root, api_port, certs.directory)
         prometheus = _start_prometheus(processes, root, api_port)
         built = Stack(api, key, https_port, http_port, prometheus, certs.ca_cert, logs)
-        _wait(
+        wait_for(
             "the API",
             lambda: httpx.get(f"{api}/readiness").status_code == 200,
             STARTUP_SECONDS,
             processes,
         )
         with built.https() as client:
-            _wait(
+            wait_for(
                 "nginx",
                 lambda: client.get("/liveness").status_code == 200,
                 STARTUP_SECONDS,
                 processes,
             )
-        _wait(
+        wait_for(
             "Prometheus",
             lambda: httpx.get(f"{prometheus}/-/ready").status_code == 200,
             STARTUP_SECONDS,
@@ -459,24 +406,11 @@ def test_a_burst_of_writes_from_one_client_is_answered_429(stack: Stack) -> None
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD_FILE.read_text())
-    return [
-        (f"{panel['title']} {target['refId']}", target["expr"])
-        for panel in api_panels(dashboard)
-        for target in panel["targets"]
-    ]
+    return dashboard_queries("branchloans-api")
 
 
 def _alert_signals() -> list[tuple[str, str]]:
-    """Each alert's expression without its threshold: what it watches, which must have data."""
-    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
-    signals = []
-    for group in alerts["groups"]:
-        for rule in group["rules"]:
-            match = re.fullmatch(r"(?s)(.+?)\s*(?:==|!=|>=|<=|>|<)\s*[0-9.]+\s*", rule["expr"])
-            assert match, f"{rule['alert']}: not `signal comparison threshold`"
-            signals.append((rule["alert"], match[1]))
-    return signals
+    return alert_signals("branchloans-api")
 
 
 def _send_traffic(stack: Stack) -> None:
