@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from branchloans import __version__
 from branchloans.config import AppEnv, get_settings
 
 T = TypeVar("T")
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="branchloans",
         description="Branch Loans API. Settings come from the environment (see README).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API with uvicorn")
