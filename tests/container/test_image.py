@@ -39,7 +39,12 @@ def _labels(image: str) -> dict[str, str]:
 
 def test_the_image_has_no_compiler(image_root: Path) -> None:
     directories = ("usr/bin", "usr/local/bin", "bin", "app/.venv/bin")
-    found = [f"/{d}/{tool}" for d in directories for tool in COMPILERS if (image_root / d / tool).exists()]
+    found = [
+        f"/{d}/{tool}"
+        for d in directories
+        for tool in COMPILERS
+        if (image_root / d / tool).exists()
+    ]
 
     assert found == []
 
@@ -65,7 +70,7 @@ def test_the_app_directory_holds_only_the_code_its_migrations_and_the_virtualenv
         "migrations",
         "src",
     ]
-    assert not [path for path in image_root.glob("app/**/.git")]
+    assert not list(image_root.glob("app/**/.git"))
 
 
 def test_the_image_has_no_test_or_development_tools(image_root: Path) -> None:

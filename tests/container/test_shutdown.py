@@ -59,7 +59,9 @@ def test_stop_answers_the_request_in_flight_then_exits_0_within_the_grace_period
         lock = RowLock(stack.database, loan_id)
         in_flight: dict[str, httpx.Response] = {}
         approving = threading.Thread(
-            target=lambda: in_flight.setdefault("approve", http.post(f"/api/loans/{loan_id}/approve"))
+            target=lambda: in_flight.setdefault(
+                "approve", http.post(f"/api/loans/{loan_id}/approve")
+            )
         )
         approving.start()
         time.sleep(0.5)  # the approval now waits on the row lock, inside the container
@@ -74,7 +76,9 @@ def test_stop_answers_the_request_in_flight_then_exits_0_within_the_grace_period
         stopping.join(timeout=grace + 5)
         elapsed = time.monotonic() - started
     print(f"\npodman stop took {elapsed:.1f} s (grace period {grace} s)")  # noqa: T201
-    state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", stopping_api.name)
+    state = podman(
+        "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", stopping_api.name
+    )
 
     assert still_waiting, "the approval should have been in flight when the stop began"
     assert in_flight["approve"].status_code == 200
