@@ -90,8 +90,8 @@ def run_id() -> str:
 def runtime_image(run_id: str) -> Iterator[str]:
     tag = build_image("runtime", f"localhost/branch-loans-api:test-{run_id}")
     yield tag
-    # Only the name: the layers stay as the next run's build cache.
-    podman("untag", tag, check=False)
+    # The build stage stays in the layer cache for the next run.
+    podman("rmi", tag, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ RELOADED_VERSION = "0.0.0+reloaded"
 def development_image(stack: Stack) -> Iterator[str]:
     tag = build_image("development", f"localhost/branch-loans-api:test-{stack.run_id}-dev")
     yield tag
-    podman("untag", tag, check=False)
+    podman("rmi", tag, check=False)
 
 
 @pytest.fixture(scope="module")
