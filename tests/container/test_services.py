@@ -130,3 +130,24 @@ def test_compose_runs_the_images_own_healthcheck(stack: Stack) -> None:
     image = podman("image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", stack.image)
 
     assert json.loads(image) == stack.services()["api"]["healthcheck"]["test"]
+
+
+def _cgroup_limits(container: str) -> tuple[int, float]:
+    """The container's memory limit in bytes and CPU limit in CPUs, from its own cgroup."""
+    script = (
+        "if [ -f /sys/fs/cgroup/memory.max ]; then cat /sys/fs/cgroup/memory.max "
+        "/sys/fs/cgroup/cpu.max; else cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us; fi"
+    )
+    memory, *cpu = podman("exec", container, "sh", "-c", script).split()
+    quota, period = (int(value) for value in cpu)
+    return int(memory), quota / period
+
+
+def test_api_runs_within_the_declared_resource_limits(stack: Stack, api: RunningApi) -> None:
+    declared = stack.services()["api"]["deploy"]["resources"]["limits"]
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    memory, cpus = _cgroup_limits(api.name)
+
+    assert memory == int(declared["memory"][:-1]) * units[declared["memory"][-1]]
+    assert cpus == float(declared["cpus"])
