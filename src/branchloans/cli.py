@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 from sqlalchemy import make_url
 
+from branchloans import __version__
 from branchloans.config import AppEnv, get_settings
 
 if TYPE_CHECKING:  # imported where used, so `branchloans --help` starts fast
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="branchloans",
         description="Branch Loans API. Settings come from the environment (see README).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API with uvicorn")
