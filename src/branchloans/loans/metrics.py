@@ -11,10 +11,10 @@ import structlog
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import func, select
 
-from branchloans.db import Database, Queries, Statement
-from branchloans.loans.models import LoanStatus, LoanTotal
+from branchloans.db import Database, Queries
+from branchloans.loans.listing import get_stats
+from branchloans.loans.models import LoanStatus
 from branchloans.observability.metrics import Metrics, ScrapeFigures
 from branchloans.state import app_state
 
@@ -45,17 +45,9 @@ class LoanMetrics:
         self.amount.labels(currency).inc(float(amount))
 
 
-_LOANS_BY_STATUS = Statement.compile(
-    select(LoanTotal.status, func.sum(LoanTotal.loans)).group_by(LoanTotal.status)
-)
-
-
 async def count_loans_by_status(queries: Queries) -> dict[LoanStatus, int]:
     """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
-    counts = dict.fromkeys(LoanStatus, 0)
-    for status, loans in await queries.fetch(_LOANS_BY_STATUS):
-        counts[LoanStatus(status)] = int(loans)
-    return counts
+    return (await get_stats(queries)).by_status
 
 
 class LoanFigures(ScrapeFigures):
