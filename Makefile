@@ -51,6 +51,9 @@ secrets: bootstrap ## detect-secrets over every file version in the history (.se
 pre-commit: bootstrap ## every pre-commit hook on every file (offline: the locked tools)
 	$(UV) run --no-sync pre-commit run --all-files --show-diff-on-failure
 
+changelog: bootstrap ## CHANGELOG.md from the conventional commits (git-cliff, cliff.toml)
+	$(UV) run --no-sync git-cliff --config cliff.toml --output CHANGELOG.md
+
 # AUDIT_OPTIONS=--tolerate-unreachable lets a machine whose network answers no vulnerability
 # query pass with a warning (.ci/run on these machines); the GitHub workflow never sets it.
 audit: bootstrap ## pip-audit on uv.lock; fails on fixed vulnerabilities not in audit-allowlist.toml

@@ -66,3 +66,12 @@ def test_ci_run_runs_the_hooks_the_history_scan_and_the_audit() -> None:
     assert "make pre-commit" in lines
     assert "make secrets" in lines
     assert any(line.startswith("make audit") for line in lines)
+
+
+def test_a_version_tag_publishes_release_notes_from_git_cliff() -> None:
+    release = pipeline.load_yaml(pipeline.WORKFLOWS / "release.yml")
+    runs = _runs(release, "release")
+
+    assert release["on"] == {"push": {"tags": ["v*"]}}
+    assert any("git-cliff --config cliff.toml --latest" in run for run in runs)
+    assert any(run.startswith("gh release create") and "--notes-file" in run for run in runs)
