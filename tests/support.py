@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -18,14 +19,15 @@ import httpx
 from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from branchloans.app import create_app
 from branchloans.auth.models import Scope
 from branchloans.auth.service import create_api_key
 from branchloans.config import Settings
-from branchloans.db import Database, get_database
+from branchloans.db import Database, init_connection
 from branchloans.migrate import asyncpg_dsn
+from branchloans.state import app_state, get_database
 
 SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -86,34 +88,36 @@ def free_port() -> int:
         return port
 
 
+_INITIALISED: "weakref.WeakSet[asyncpg.Connection]" = weakref.WeakSet()
+
+
 @dataclass(frozen=True)
 class DatabaseInTransaction(Database):
-    """The app's database, with every connection and session inside a test's transaction.
+    """The app's database, with every statement and transaction inside a test's transaction.
 
-    Each `connect()` block is a savepoint, so a statement that fails undoes itself alone,
-    as it does on a connection of its own outside a transaction.
+    Each `connection()` block is a savepoint, so a statement that fails undoes itself alone,
+    as it does on a connection of its own outside a transaction; a transaction is a savepoint
+    within it.
     """
 
     test_connection: AsyncConnection = field(kw_only=True)
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The test connection's asyncpg connection, in a savepoint."""
         raw = await self.test_connection.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         assert driver.is_in_transaction(), "the test transaction has not begun"
+        if driver not in _INITIALISED:  # as the pool does for each connection it opens
+            await init_connection(driver)
+            _INITIALISED.add(driver)
         async with driver.transaction():
             yield driver
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose commits are savepoints of the test transaction."""
-        async with AsyncSession(
-            bind=self.test_connection,
-            join_transaction_mode="create_savepoint",
-            expire_on_commit=False,
-        ) as request_session:
-            yield request_session
+
+def in_transaction(app: FastAPI, connection: AsyncConnection) -> DatabaseInTransaction:
+    """The started `app`'s database, working inside the transaction of `connection`."""
+    return DatabaseInTransaction(**vars(app_state(app).database), test_connection=connection)
 
 
 @asynccontextmanager
@@ -123,7 +127,7 @@ async def client_in_transaction(
     """A client for `app` whose every request works inside the transaction of `connection`."""
 
     async def database_in_test_transaction(request: Request) -> Database:
-        return DatabaseInTransaction(**vars(request.app.state.db), test_connection=connection)
+        return in_transaction(request.app, connection)
 
     app.dependency_overrides[get_database] = database_in_test_transaction
     transport = httpx.ASGITransport(app=app, **transport_options)
@@ -207,8 +211,9 @@ def wait_until_live(url: str, process: subprocess.Popen[bytes], timeout: float =
 def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer]:
     """Run `branchloans serve` with `env` added to this environment, stopped at the end."""
     port = free_port()
-    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
-    with tempfile.TemporaryFile() as log:
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging; the
+    # metrics files in a directory of the test's own, never in the work tree.
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as metrics:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -220,7 +225,12 @@ def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer
                 "--workers",
                 str(workers),
             ],
-            env={**os.environ, "IDEMPOTENCY_PURGE_INTERVAL": "0", **env},
+            env={
+                **os.environ,
+                "IDEMPOTENCY_PURGE_INTERVAL": "0",
+                "PROMETHEUS_MULTIPROC_DIR": metrics,
+                **env,
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -234,13 +244,12 @@ def live_server(env: dict[str, str], *, workers: int = 1) -> Iterator[LiveServer
 
 async def create_key(database_url: str, *scopes: Scope) -> str:
     """An API key with `scopes` (every scope when none is named), stored at `database_url`."""
-    database = Database.from_settings(make_settings(database_url))
+    database = await Database.open(make_settings(database_url))
     try:
-        async with database.sessionmaker() as session:
-            name = f"test-{uuid.uuid4().hex[:8]}"
-            return await create_api_key(session, name, scopes or tuple(Scope))
+        name = f"test-{uuid.uuid4().hex[:8]}"
+        return await create_api_key(database, name, scopes or tuple(Scope))
     finally:
-        await database.engine.dispose()
+        await database.close()
 
 
 async def terminate_app_connections(database_url: str) -> int:

@@ -1,5 +1,5 @@
 """The database plumbing: pooled connections that Postgres closed are never handed out,
-waiting requests are served in arrival order, and driver statements run as compiled."""
+waiting requests are served in arrival order, and statements run as compiled."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import bindparam, exc, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
 
-from branchloans.db import Database, DriverStatement, driver_connection
+from branchloans.db import Database, PoolTimeoutError, Statement
 from branchloans.loans.models import Loan
-from tests.support import make_settings, terminate_app_connections
+from tests.support import DatabaseInTransaction, make_settings, terminate_app_connections
 
 
 async def test_request_after_postgres_closed_the_pooled_connections_succeeds(
@@ -31,9 +30,9 @@ async def test_request_after_postgres_closed_the_pooled_connections_succeeds(
 async def one_connection_database(database_url: str) -> AsyncIterator[Database]:
     """A database handle whose pool holds a single connection, given up after 0.5 s."""
     settings = make_settings(database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.5)
-    database = Database.from_settings(settings)
+    database = await Database.open(settings)
     yield database
-    await database.engine.dispose()
+    await database.close()
 
 
 async def test_waiting_requests_get_the_connection_in_arrival_order(
@@ -43,7 +42,7 @@ async def test_waiting_requests_get_the_connection_in_arrival_order(
     release = asyncio.Event()
 
     async def use(name: str) -> None:
-        async with one_connection_database.connect() as connection:
+        async with one_connection_database.connection() as connection:
             served.append(name)
             await connection.fetchval("SELECT 1")
             if name == "first":
@@ -61,32 +60,32 @@ async def test_waiting_requests_get_the_connection_in_arrival_order(
     assert served == ["first", "waiting 0", "waiting 1", "waiting 2", "latecomer"]
 
 
-async def test_no_free_connection_within_the_pool_timeout_is_sqlalchemys_timeout(
+async def test_no_free_connection_within_the_pool_timeout_is_a_pool_timeout(
     one_connection_database: Database,
 ) -> None:
-    async with one_connection_database.connect():
-        with pytest.raises(exc.TimeoutError):
-            async with one_connection_database.connect():
+    async with one_connection_database.connection():
+        with pytest.raises(PoolTimeoutError):
+            async with one_connection_database.connection():
                 pass
 
 
 async def test_a_connection_postgres_ended_during_use_is_not_pooled_again(
     one_connection_database: Database,
 ) -> None:
-    async with one_connection_database.connect() as connection:
+    async with one_connection_database.connection() as connection:
         first_pid = connection.get_server_pid()
 
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
-        async with one_connection_database.connect() as connection:
+        async with one_connection_database.connection() as connection:
             await connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
-    async with one_connection_database.connect() as connection:
+    async with one_connection_database.connection() as connection:
         assert await connection.fetchval("SELECT 1") == 1
         assert connection.get_server_pid() != first_pid
 
 
-def test_a_driver_statement_keeps_the_literal_values_of_its_query() -> None:
-    statement = DriverStatement.compile(
+def test_a_statement_keeps_the_literal_values_of_its_query() -> None:
+    statement = Statement.compile(
         select(Loan.id).where(Loan.currency == bindparam("currency")).limit(7)
     )
 
@@ -94,16 +93,34 @@ def test_a_driver_statement_keeps_the_literal_values_of_its_query() -> None:
     assert statement.arguments({"currency": "KES"}) == ["KES", 7]
 
 
-async def test_a_driver_statement_runs_on_the_sessions_connection_in_its_transaction(
-    session: AsyncSession,
+async def test_a_transaction_commits_its_statements_together(
+    one_connection_database: Database,
 ) -> None:
-    await session.execute(text("CREATE TEMPORARY TABLE seen (n int) ON COMMIT DROP"))
-    await session.execute(text("INSERT INTO seen VALUES (41)"))
+    async with one_connection_database.connection() as connection:
+        await connection.execute("CREATE TEMPORARY TABLE seen (n int)")
 
-    connection = await driver_connection(session)
+    async def insert_then_fail() -> None:
+        async with one_connection_database.transaction() as transaction:
+            await transaction.connection.execute("INSERT INTO seen VALUES (41)")
+            raise ZeroDivisionError
 
-    assert await connection.fetchval("SELECT n + 1 FROM seen") == 42
-    assert connection.is_in_transaction()
+    with pytest.raises(ZeroDivisionError):
+        await insert_then_fail()
+
+    async with one_connection_database.transaction() as transaction:
+        await transaction.connection.execute("INSERT INTO seen VALUES (42)")
+
+    async with one_connection_database.connection() as connection:
+        assert await connection.fetch("SELECT n FROM seen") == [(42,)]
+
+
+async def test_a_statement_runs_inside_the_transaction_it_is_given(
+    database: DatabaseInTransaction,
+) -> None:
+    async with database.transaction() as transaction:
+        rows = await transaction.fetch(Statement.compile(select(Loan.id).limit(1)))
+        assert transaction.connection.is_in_transaction()
+    assert rows == []
 
 
 async def test_statements_are_planned_for_the_values_at_hand(
@@ -111,5 +128,5 @@ async def test_statements_are_planned_for_the_values_at_hand(
 ) -> None:
     # Prepared statements would otherwise settle on a generic plan, which reads a page of
     # a rare currency through the list-order index and filters it.
-    async with one_connection_database.connect() as connection:
+    async with one_connection_database.connection() as connection:
         assert await connection.fetchval("SHOW plan_cache_mode") == "force_custom_plan"

@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
-from branchloans.auth.service import KeyCache
 from branchloans.config import Settings, get_settings
 from branchloans.db import Database
 from branchloans.health.router import router as health_router
 from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
+from branchloans.loans.metrics import loan_metrics
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision, known_revisions
 from branchloans.observability.errors import install_error_tracking
@@ -29,6 +29,7 @@ from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
 from branchloans.security_headers import SecurityHeadersMiddleware
 from branchloans.shutdown import drain_on_sigterm, wait_for_database
+from branchloans.state import AppState
 
 logger = structlog.get_logger(__name__)
 
@@ -60,17 +61,27 @@ send it back in `If-Match` to act only if nobody changed the loan meanwhile (els
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; the database engine is opened at startup and closed at shutdown."""
+    """Build the API; the database pool is opened at startup and closed at shutdown."""
     settings = settings or get_settings()
     configure_logging(settings)
     metrics = Metrics()
+    # Domains register their metrics with the application's.
+    loan_metrics(metrics)
+    draining = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database.from_settings(settings)
-        app.state.db = database
+        database = await Database.open(settings)
+        app.state.branchloans = AppState(
+            settings=settings,
+            database=database,
+            metrics=metrics,
+            draining=draining,
+            schema_head=head_revision(),
+            known_revisions=known_revisions(),
+        )
         if settings.db_startup_timeout:
-            await wait_for_database(database.engine, settings.db_startup_timeout)
+            await wait_for_database(database, settings.db_startup_timeout)
         if not settings.requires_auth:
             logger.warning(
                 "authentication is off: anyone who can reach the API may use it",
@@ -84,16 +95,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
         if settings.metrics_enabled:
-            background.append(asyncio.create_task(metrics.pool.follow(database.engine.pool)))
+            background.append(asyncio.create_task(metrics.pool.follow(database)))
         try:
-            with drain_on_sigterm(app.state.draining, settings.shutdown_drain_seconds):
+            with drain_on_sigterm(draining, settings.shutdown_drain_seconds):
                 yield
         finally:
             for task in background:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
-            await database.engine.dispose()
+            await database.close()
             metrics.close()
 
     app = FastAPI(
@@ -108,12 +119,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "monitoring", "description": "Prometheus metrics (see MONITORING.md)."},
         ],
     )
-    app.state.settings = settings
-    app.state.api_keys = KeyCache(settings.api_key_cache_seconds)
-    app.state.alembic_head = head_revision()
-    app.state.known_revisions = known_revisions()
-    app.state.draining = threading.Event()
-    app.state.metrics = metrics
     install_problem_handlers(app)
     install_openapi(app)
     install_error_tracking(app, settings)  # innermost middleware: sees exceptions first

@@ -7,13 +7,15 @@ import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.config import AppEnv, get_settings
+
+if TYPE_CHECKING:  # imported where used, so `branchloans --help` starts fast
+    from branchloans.db import Database
 
 T = TypeVar("T")
 
@@ -88,16 +90,15 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` with a session on DATABASE_URL, then close the engine."""
+async def _with_database(work: "Callable[[Database], Awaitable[T]]") -> T:
+    """Run `work` with the database DATABASE_URL names, then close its connections."""
     from branchloans.db import Database
 
-    database = Database.from_settings(get_settings())
+    database = await Database.open(get_settings())
     try:
-        async with database.sessionmaker() as session:
-            return await work(session)
+        return await work(database)
     finally:
-        await database.engine.dispose()
+        await database.close()
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -106,7 +107,7 @@ def _seed(args: argparse.Namespace) -> int:
         return 2
     from branchloans.loans.demo import seed_demo_loans
 
-    inserted = asyncio.run(_with_session(seed_demo_loans))
+    inserted = asyncio.run(_with_database(seed_demo_loans))
     print(f"inserted {inserted} demo loan(s)")
     return 0
 
@@ -127,7 +128,7 @@ def _certs(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     from branchloans.idempotency.service import purge_expired_keys
 
-    purged = asyncio.run(_with_session(purge_expired_keys))
+    purged = asyncio.run(_with_database(purge_expired_keys))
     print(f"purged {purged} expired idempotency key(s)")
     return 0
 
@@ -141,7 +142,7 @@ def _api_keys_create(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
-        key = asyncio.run(_with_session(lambda s: create_api_key(s, args.name, scopes)))
+        key = asyncio.run(_with_database(lambda s: create_api_key(s, args.name, scopes)))
     except ApiKeyExistsError:
         print(f"an API key named {args.name!r} exists already", file=sys.stderr)
         return 1
@@ -157,7 +158,7 @@ def _api_keys_create(args: argparse.Namespace) -> int:
 def _api_keys_list(args: argparse.Namespace) -> int:
     from branchloans.auth.service import KEY_PREFIX, list_api_keys
 
-    for key in asyncio.run(_with_session(list_api_keys)):
+    for key in asyncio.run(_with_database(list_api_keys)):
         state = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
         print(
             f"{key.name}\t{KEY_PREFIX}{key.id}_...\t{','.join(key.scopes)}\t"
@@ -169,7 +170,7 @@ def _api_keys_list(args: argparse.Namespace) -> int:
 def _api_keys_revoke(args: argparse.Namespace) -> int:
     from branchloans.auth.service import revoke_api_key
 
-    if not asyncio.run(_with_session(lambda s: revoke_api_key(s, args.name))):
+    if not asyncio.run(_with_database(lambda s: revoke_api_key(s, args.name))):
         print(f"no active API key is named {args.name!r}", file=sys.stderr)
         return 1
     print(f"revoked API key {args.name!r}")
@@ -182,8 +183,9 @@ async def _load_demo_data(count: int, seed: int | None) -> None:
     from branchloans.loans.synthetic import load_synthetic_loans
     from branchloans.migrate import asyncpg_dsn
 
-    dsn = asyncpg_dsn(get_settings().database_url.encoded_string())
-    connection = await asyncpg.connect(dsn)
+    # A connection of its own: the pool's carry the service's statement timeout, and a bulk
+    # load of a million loans runs longer than any request may.
+    connection = await asyncpg.connect(asyncpg_dsn(get_settings().database_url.encoded_string()))
     try:
         report = await load_synthetic_loans(connection, count, seed)
     finally:

@@ -1,26 +1,22 @@
-"""Database engine, session factory, the FastAPI session dependency and driver statements."""
+"""The one way to the database: SQLAlchemy Core statements, compiled once, run on asyncpg's pool.
+
+Tables are declared with SQLAlchemy (for Alembic and to build statements); every query the
+service runs is a `Statement` run through `Queries`: the `Database` itself (each statement
+its own transaction) or a `Transaction` of it (statements that commit together).
+"""
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import asyncpg
-from fastapi import Depends, Request
-from sqlalchemy import ClauseElement, MetaData, event, exc
+import orjson
+from sqlalchemy import ClauseElement, MetaData, literal, select
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import await_
 
 from branchloans.config import Settings
 
@@ -40,10 +36,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-# Errors after which a connection may be mid-protocol or gone: it is closed, not reused.
-_CONNECTION_LOST = (
-    OSError,
-    TimeoutError,
+# Errors after which a connection may be mid-protocol or gone: it is closed, never reused.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,  # TimeoutError included: a statement the network stalled
     asyncio.CancelledError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
@@ -52,134 +47,185 @@ _CONNECTION_LOST = (
     # goodbye but not yet the close: the next statement finds the protocol in a bad state.
     asyncpg.InternalClientError,
 )
-# A connection is pinged before use once it has sat this long in the pool. A busy one is
-# checked only for a close it has seen; if Postgres ended it in the instant before use,
-# the statement is refused before it is sent, and sent again on another connection.
-IDLE_PING_SECONDS = 5.0
-_CHECKED_IN_AT = "branchloans_checked_in_at"
+# SQLSTATEs that mean "the database is not there for us right now", not "this query is wrong":
+# connection exceptions (class 08), shutdown or start-up in progress, no connection slots,
+# and a database that does not exist (yet).
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "3D000")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached, rather than that a query is wrong."""
+    if isinstance(error, CONNECTION_LOST) and not isinstance(error, asyncio.CancelledError):
+        return True
+    sqlstate: str = getattr(error, "sqlstate", None) or ""
+    return sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
+
+
+class PoolTimeoutError(TimeoutError):
+    """No pooled connection came free within the pool timeout."""
 
 
 def _never_sent(error: BaseException) -> bool:
-    # asyncpg refuses to start a statement on a connection whose protocol is in a bad
-    # state, before writing anything to it: sending it again elsewhere cannot repeat it.
+    # asyncpg refuses to start a statement on a connection whose protocol is in a bad state
+    # (Postgres's goodbye read, its close not yet), before writing anything: sending it again
+    # elsewhere cannot repeat it. asyncpg's pool checks only for a close it has seen, so this
+    # stays ours: tests/reliability/test_database_faults.py::
+    # test_a_connection_postgres_ended_just_before_its_use_is_replaced_unseen
     return isinstance(error, asyncpg.InternalClientError) and str(error).startswith(
         "cannot switch to state"
     )
 
 
-def _checkout_check(timeout: float) -> Callable[[Any, ConnectionPoolEntry, Any], None]:
-    """A pool listener replacing connections Postgres closed while they sat in the pool.
-
-    A connection asyncpg saw closed is replaced at once; one idle for `IDLE_PING_SECONDS` is
-    pinged first, in one round trip bounded by `timeout` (SQLAlchemy's own pre-ping takes
-    three with asyncpg: BEGIN, the ping, ROLLBACK). Raising DisconnectionError makes the
-    pool open a new connection and retry.
-    """
-
-    def check(dbapi_connection: Any, connection_record: ConnectionPoolEntry, proxy: Any) -> None:
-        driver: asyncpg.Connection = dbapi_connection.driver_connection
-        if driver.is_closed():
-            raise exc.DisconnectionError("the server closed the connection")
-        checked_in_at = connection_record.info.get(_CHECKED_IN_AT)
-        if checked_in_at is not None and time.monotonic() - checked_in_at < IDLE_PING_SECONDS:
-            return
-        try:
-            await_(driver.execute("SELECT 1", timeout=timeout))
-        except Exception as error:
-            # Closed at once: a polite close would wait on a stalled network path.
-            driver.terminate()
-            raise exc.DisconnectionError(f"the connection failed its check: {error!r}") from error
-
-    return check
+# asyncpg's own placeholders ($1, $2, ...), as the asyncpg dialect renders them for itself.
+_DRIVER_DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
-def _note_checkin(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
-    connection_record.info[_CHECKED_IN_AT] = time.monotonic()
+@dataclass(frozen=True)
+class Statement:
+    """A Core statement compiled once to asyncpg's SQL; its values are bound by name per run."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def compile(cls, statement: ClauseElement) -> "Statement":
+        """Compile `statement`; its bind parameters are filled by name at each run."""
+        compiled = statement.compile(dialect=_DRIVER_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        return cls(str(compiled), tuple(compiled.positiontup or ()), compiled.params)
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for `values`, literal values of the statement filled in."""
+        return [values[name] if name in values else self.defaults[name] for name in self.names]
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """An asyncpg engine whose pool and timeouts come from the settings."""
-    statement_timeout_ms = int(settings.db_statement_timeout * 1000)
-    engine = create_async_engine(
-        settings.database_url.encoded_string(),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-        # `_checkout_check` checks connections instead, at less cost.
-        pool_pre_ping=False,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            # Client side, so a query on a connection the network stalled still ends; the
-            # server's statement_timeout below ends first while the server can be reached.
-            "command_timeout": settings.db_statement_timeout + 1,
-            "server_settings": {
-                "application_name": "branchloans",
-                "statement_timeout": str(statement_timeout_ms),
-                "idle_in_transaction_session_timeout": str(statement_timeout_ms * 3),
-                # Statements are prepared once per connection. A generic plan, made for any
-                # value, reads a filtered page through the list-order index and filters it,
-                # scanning far for a rare currency or status; planned for the values at
-                # hand, the page reads the filter's own index, however deep or rare.
-                "plan_cache_mode": "force_custom_plan",
-            },
-        },
-    )
-    pool = engine.sync_engine.pool
-    event.listen(pool, "checkout", _checkout_check(settings.db_connect_timeout))
-    event.listen(pool, "checkin", _note_checkin)
-    return engine
+class Queries(Protocol):
+    """Where statements run: the `Database` (each its own transaction) or a `Transaction`."""
 
-
-class StatementRunner(Protocol):
-    """Where a `DriverStatement` runs: `Database` (a pooled connection) or `InSession`."""
-
-    async def fetch(self, statement: "DriverStatement", **values: Any) -> list[asyncpg.Record]:
+    async def fetch(self, statement: Statement, **values: Any) -> list[asyncpg.Record]:
         """Every row the statement returns."""
         ...
 
-    async def fetchrow(self, statement: "DriverStatement", **values: Any) -> asyncpg.Record | None:
+    async def fetchrow(self, statement: Statement, **values: Any) -> asyncpg.Record | None:
         """The first row the statement returns, None when there is none."""
         rows = await self.fetch(statement, **values)
         return rows[0] if rows else None
 
 
 @dataclass(frozen=True)
-class Database(StatementRunner):
-    """The engine, its session factory and a fair queue for its connections.
+class Transaction(Queries):
+    """Statements on one connection inside one transaction, committed together."""
 
-    Kept on `app.state.db`. Requests reach the database through `connect()` (a pooled asyncpg
-    connection for single statements, the fast path) or `session()` (the ORM).
+    connection: asyncpg.Connection
+
+    async def fetch(self, statement: Statement, **values: Any) -> list[asyncpg.Record]:
+        """Every row the statement returns."""
+        rows: list[asyncpg.Record] = await self.connection.fetch(
+            statement.sql, *statement.arguments(values)
+        )
+        return rows
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A block whose statements are undone alone if it raises; the transaction goes on."""
+        async with self.connection.transaction():
+            yield
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    # JSON columns as Python values, as SQLAlchemy did; orjson for speed.
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            name,
+            schema="pg_catalog",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+        )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    # asyncpg's default reset (RESET ALL, UNLISTEN, advisory locks...) is one more round trip
+    # on every release; the service changes no session state (its settings are transaction
+    # local), and an open transaction is still rolled back by asyncpg before this runs.
+    return None
+
+
+def pool_options(settings: Settings) -> dict[str, Any]:
+    """asyncpg connection options from the settings."""
+    statement_timeout_ms = int(settings.db_statement_timeout * 1000)
+    return {
+        "timeout": settings.db_connect_timeout,
+        # Client side, so a query on a connection the network stalled still ends; the server's
+        # statement_timeout below ends first while the server can be reached.
+        "command_timeout": settings.db_statement_timeout + 1,
+        "server_settings": {
+            "application_name": "branchloans",
+            "statement_timeout": str(statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(statement_timeout_ms * 3),
+            # Statements are prepared once per connection. A generic plan, made for any value,
+            # reads a filtered page through the list-order index and filters it, scanning far
+            # for a rare currency or status; planned for the values at hand, the page reads the
+            # filter's own index, however deep or rare.
+            "plan_cache_mode": "force_custom_plan",
+        },
+    }
+
+
+_PING = Statement.compile(select(literal(1)))
+# Connections idle this long are closed, so a burst's extra connections do not linger.
+IDLE_CONNECTION_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Database(Queries):
+    """asyncpg's pool of connections, and a fair queue in front of it.
+
+    Kept in the app's state. Requests reach the database through `fetch` (one statement,
+    its own transaction) or `transaction()` (several, committed together).
     """
 
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    # One slot per pooled connection. The pool's own queue lets a newcomer take a connection
-    # just handed to a waiting request, so under load a few requests waited seconds; the
-    # semaphore serves waiting requests first come, first served.
+    pool: asyncpg.Pool
+    pool_size: int
+    # One slot per connection the pool may open. asyncpg's queue lets a newcomer take a
+    # connection just handed to a waiting request, so under load a few requests waited
+    # seconds; the semaphore serves them first come, first served:
+    # tests/test_db.py::test_waiting_requests_get_the_connection_in_arrival_order
     slots: asyncio.Semaphore
     slot_timeout: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Database":
-        """Build the engine, its session factory and its slots."""
-        engine = create_engine(settings)
-        return cls(
-            engine,
-            async_sessionmaker(engine, expire_on_commit=False),
-            asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow),
-            settings.db_pool_timeout,
+    async def open(cls, settings: Settings) -> "Database":
+        """A pool of up to pool size + overflow connections, each opened when first needed."""
+        from branchloans.migrate import asyncpg_dsn  # migrate imports nothing of ours back
+
+        most = settings.db_pool_size + settings.db_max_overflow
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(settings.database_url.encoded_string()),
+            min_size=0,
+            max_size=most,
+            max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,
+            init=init_connection,
+            reset=_keep_session,
+            **pool_options(settings),
         )
+        return cls(pool, settings.db_pool_size, asyncio.Semaphore(most), settings.db_pool_timeout)
+
+    async def close(self) -> None:
+        """Close every connection, waiting at most the pool timeout for those in use."""
+        try:
+            await asyncio.wait_for(self.pool.close(), self.slot_timeout)
+        except TimeoutError:
+            self.pool.terminate()
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the pool's connections' slots; `TimeoutError` of SQLAlchemy's when
-        none frees up within the pool timeout, as the pool itself would raise."""
+    async def _slot(self) -> AsyncIterator[None]:
         if self.slots.locked():
             try:
                 async with asyncio.timeout(self.slot_timeout):
                     await self.slots.acquire()
             except TimeoutError as error:
-                raise exc.TimeoutError(
+                raise PoolTimeoutError(
                     f"no database connection free within {self.slot_timeout:g} s"
                 ) from error
         else:
@@ -190,27 +236,19 @@ class Database(StatementRunner):
             self.slots.release()
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled asyncpg connection outside any transaction: each statement commits alone.
-
-        For the hot paths, whose work is one statement: no session, no ORM, no BEGIN.
-        """
-        async with self.slot():
-            pooled = await self._checkout()
-            driver: asyncpg.Connection = pooled.driver_connection
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, in its turn; closed rather than pooled again if it failed."""
+        async with self._slot(), self.pool.acquire() as connection:
             try:
-                yield driver
-            except BaseException as error:
-                # What SQLAlchemy does for its own statements: a connection that failed this
-                # way is closed, never handed to the next request.
-                if driver.is_closed() or isinstance(error, _CONNECTION_LOST):
-                    pooled.invalidate(error)
+                yield connection
+            except CONNECTION_LOST:
+                # Possibly mid-protocol: closed now, so the pool opens a fresh one next time.
+                # A connection asyncpg saw closed is already back in the pool, detached.
+                with suppress(asyncpg.InterfaceError):
+                    connection.terminate()
                 raise
-            finally:
-                if pooled.dbapi_connection is not None:
-                    pooled.close()
 
-    async def fetch(self, statement: "DriverStatement", **values: Any) -> list[asyncpg.Record]:
+    async def fetch(self, statement: Statement, **values: Any) -> list[asyncpg.Record]:
         """Every row of one statement, run on a pooled connection (committed on its own)."""
         try:
             return await self._fetch_once(statement, values)
@@ -220,102 +258,25 @@ class Database(StatementRunner):
         return await self._fetch_once(statement, values)
 
     async def _fetch_once(
-        self, statement: "DriverStatement", values: dict[str, Any]
+        self, statement: Statement, values: dict[str, Any]
     ) -> list[asyncpg.Record]:
-        async with self.connect() as connection:
-            return await statement.fetch(connection, **values)
-
-    async def _checkout(self) -> PoolProxiedConnection:
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        try:
-            return await self.engine.raw_connection()
-        except dbapi_error as error:
-            # Wrapped as `engine.connect()` would, so a failed connect reads the same everywhere.
-            raise exc.DBAPIError.instance(None, None, error, dbapi_error) from error
+        async with self.connection() as connection:
+            rows: list[asyncpg.Record] = await connection.fetch(
+                statement.sql, *statement.arguments(values)
+            )
+            return rows
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """An ORM session, closed (and rolled back if uncommitted) at the end."""
-        async with self.slot(), self.sessionmaker() as session:
-            yield session
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        async with self.connection() as connection, connection.transaction():
+            yield Transaction(connection)
 
+    async def ping(self) -> None:
+        """One round trip to Postgres; raises when it cannot be made."""
+        await self.fetch(_PING)
 
-async def get_database(request: Request) -> Database:
-    """The application's database handle.
-
-    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
-    """
-    database: Database = request.app.state.db
-    return database
-
-
-DatabaseDep = Annotated[Database, Depends(get_database)]
-
-
-async def get_session(database: DatabaseDep) -> AsyncIterator[AsyncSession]:
-    """One session per request, closed (and rolled back if uncommitted) when the request ends.
-
-    The request waits its turn for a connection slot first, so the session never waits
-    on the pool.
-    """
-    async with database.session() as session:
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
-# asyncpg's own placeholders ($1, $2, ...), as the asyncpg dialect renders them for itself.
-_DRIVER_DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True)
-class DriverStatement:
-    """A Core statement compiled once to asyncpg's SQL, for the hot paths.
-
-    Run straight on an asyncpg connection, it skips the ORM and SQLAlchemy's per-execution
-    work; outside a transaction (`Database.connect()`) it is its own transaction.
-    """
-
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, Any]
-
-    @classmethod
-    def compile(cls, statement: ClauseElement) -> "DriverStatement":
-        """Compile `statement`; its bind parameters are filled by name at each run."""
-        compiled = statement.compile(dialect=_DRIVER_DIALECT)
-        assert isinstance(compiled, SQLCompiler)
-        return cls(str(compiled), tuple(compiled.positiontup or ()), compiled.params)
-
-    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
-        """The positional arguments for `values`, literal values of the statement filled in."""
-        return [values[name] if name in values else self.defaults[name] for name in self.names]
-
-    async def fetch(self, connection: asyncpg.Connection, **values: Any) -> list[asyncpg.Record]:
-        """Every row the statement returns."""
-        rows: list[asyncpg.Record] = await connection.fetch(self.sql, *self.arguments(values))
-        return rows
-
-
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, for a `DriverStatement` in its transaction.
-
-    SQLAlchemy's asyncpg adapter sends BEGIN only before its own first statement: call this
-    once the session has begun its transaction (the statement would commit alone otherwise).
-    """
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    return driver
-
-
-@dataclass(frozen=True)
-class InSession(StatementRunner):
-    """Runs driver statements on a session's connection, inside the transaction it began."""
-
-    session: AsyncSession
-
-    async def fetch(self, statement: DriverStatement, **values: Any) -> list[asyncpg.Record]:
-        """Every row the statement returns."""
-        return await statement.fetch(await driver_connection(self.session), **values)
+    def pool_state(self) -> tuple[int, int]:
+        """(connections open, connections in use) of this worker's pool."""
+        size = self.pool.get_size()
+        return size, size - self.pool.get_idle_size()

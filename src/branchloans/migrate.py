@@ -6,8 +6,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 MAINTENANCE_DATABASE = "postgres"
@@ -31,15 +30,6 @@ def known_revisions() -> frozenset[str]:
     """Every revision shipped with this code; a database at any other one is ahead of it."""
     scripts = ScriptDirectory.from_config(alembic_config())
     return frozenset(script.revision for script in scripts.walk_revisions())
-
-
-async def current_revision(connection: AsyncConnection) -> str | None:
-    """The revision the connected database is at, or None when it was never migrated."""
-    exists = await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
-    if not exists:
-        return None
-    revision: str | None = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    return revision
 
 
 def _quote_identifier(name: str) -> str:

@@ -1,5 +1,6 @@
 """RFC 9457 problem details: the one shape every error of the API takes."""
 
+import asyncio
 import re
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -10,11 +11,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from branchloans.observability.request_ids import current_request_id
+from branchloans.db import CONNECTION_LOST, is_outage
+from branchloans.request_ids import current_request_id
 from branchloans.responses import ProblemResponse
 
 PROBLEM_BASE = "https://branchloans.com/problems/"
@@ -205,37 +206,8 @@ def _allowed_methods(request: Request) -> list[str]:
     ]
 
 
-# SQLSTATEs that mean "the database is not there for us right now", not "this query is wrong":
-# connection exceptions (class 08), shutdown or start-up in progress, no connection slots,
-# and a database that does not exist (yet).
-_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "3D000")
-
-
-# asyncpg's own errors can escape SQLAlchemy unwrapped when a connection dies while the pool
-# is still setting it up.
-_OUTAGE_ERRORS = (
-    OSError,
-    exc.OperationalError,
-    exc.InterfaceError,
-    exc.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    # A connection Postgres ended, whose goodbye asyncpg read but whose close it had not yet.
-    asyncpg.InternalClientError,
-)
-
-
-def _is_outage(error: Exception) -> bool:
-    # SQLAlchemy closed the connection the statement failed on: it was lost.
-    if isinstance(error, _OUTAGE_ERRORS) or getattr(error, "connection_invalidated", False):
-        return True
-    # SQLAlchemy wraps the driver's error; a statement sent on the driver's connection does not.
-    sqlstate = getattr(getattr(error, "orig", error), "sqlstate", None) or ""
-    return sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES)
-
-
 async def _handle_database_error(request: Request, error: Exception) -> ProblemResponse:
-    if not _is_outage(error):
+    if not is_outage(error):
         return await _handle_unexpected(request, error)
     logger.warning("database unavailable", error=repr(error))
     return problem_response(
@@ -259,9 +231,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     # A refused or timed-out connection (OSError), a dropped one, an exhausted pool
-    # (sqlalchemy TimeoutError) or a server shutting down is an outage (503), not a bug (500).
-    for error in (exc.DBAPIError, asyncpg.PostgresError, *_OUTAGE_ERRORS):
-        app.add_exception_handler(error, _handle_database_error)
+    # (a TimeoutError) or a server shutting down is an outage (503), not a bug (500).
+    for error in (asyncpg.PostgresError, *CONNECTION_LOST):
+        if error is not asyncio.CancelledError:
+            app.add_exception_handler(error, _handle_database_error)
     # Any other exception is answered and logged by ObservabilityMiddleware: a handler here
     # would run in Starlette's ServerErrorMiddleware, which re-raises, and uvicorn would log
     # the same failure a second time.

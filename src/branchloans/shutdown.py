@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from types import FrameType
 
 import structlog
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine
 from uvicorn.supervisors.multiprocess import Multiprocess
+
+from branchloans.db import Database
 
 logger = structlog.get_logger(__name__)
 
@@ -18,7 +18,7 @@ _FIRST_RETRY_SECONDS = 0.1
 _LONGEST_RETRY_SECONDS = 5.0
 
 
-async def wait_for_database(engine: AsyncEngine, within_seconds: float) -> None:
+async def wait_for_database(database: Database, within_seconds: float) -> None:
     """Return once Postgres answers; retry with exponential backoff for up to
     `within_seconds`.
 
@@ -30,16 +30,11 @@ async def wait_for_database(engine: AsyncEngine, within_seconds: float) -> None:
     delay = _FIRST_RETRY_SECONDS
     while True:
         try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            await database.ping()
             return
         except Exception as error:
             if loop.time() + delay > deadline:
-                logger.error(
-                    "database unreachable, giving up",
-                    database=make_url(str(engine.url)).render_as_string(hide_password=True),
-                    error=repr(error),
-                )
+                logger.error("database unreachable, giving up", error=repr(error))
                 raise
             logger.warning("database unreachable, retrying", retry_in=delay, error=repr(error))
             await asyncio.sleep(delay)

@@ -10,14 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.auth.models import ApiKey, Scope
 from branchloans.auth.service import create_api_key, revoke_api_key
+from branchloans.db import Queries
 from branchloans.loans.models import LoanEvent
+from tests.support import DatabaseInTransaction
 
 LOAN = {"borrower_id": "usr_auth", "amount": 300, "currency": "USD"}
 ALL_SCOPES = list(Scope)
 
 
-async def new_key(session: AsyncSession, *scopes: Scope, name: str | None = None) -> str:
-    return await create_api_key(session, name or f"client-{uuid.uuid4().hex[:8]}", scopes)
+async def new_key(database: Queries, *scopes: Scope, name: str | None = None) -> str:
+    return await create_api_key(database, name or f"client-{uuid.uuid4().hex[:8]}", scopes)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -53,9 +55,9 @@ async def test_unknown_or_malformed_key_is_401(
 
 
 async def test_key_with_a_wrong_secret_is_401(
-    secured_client: httpx.AsyncClient, session: AsyncSession
+    secured_client: httpx.AsyncClient, database: DatabaseInTransaction
 ) -> None:
-    key = await new_key(session, Scope.LOANS_READ)
+    key = await new_key(database, Scope.LOANS_READ)
     forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
 
     response = await secured_client.get("/api/loans", headers=bearer(forged))
@@ -64,28 +66,32 @@ async def test_key_with_a_wrong_secret_is_401(
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
-async def test_revoked_key_is_401(secured_client: httpx.AsyncClient, session: AsyncSession) -> None:
-    key = await new_key(session, Scope.LOANS_READ, name="leaving-app")
+async def test_revoked_key_is_401(
+    secured_client: httpx.AsyncClient, database: DatabaseInTransaction
+) -> None:
+    key = await new_key(database, Scope.LOANS_READ, name="leaving-app")
     assert (await secured_client.get("/api/loans", headers=bearer(key))).status_code == 200
 
-    assert await revoke_api_key(session, "leaving-app")
+    assert await revoke_api_key(database, "leaving-app")
 
     assert (await secured_client.get("/api/loans", headers=bearer(key))).status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/api/loans", "/api/stats"])
 async def test_read_scope_reads(
-    secured_client: httpx.AsyncClient, session: AsyncSession, path: str
+    secured_client: httpx.AsyncClient,
+    path: str,
+    database: DatabaseInTransaction,
 ) -> None:
-    key = await new_key(session, Scope.LOANS_READ)
+    key = await new_key(database, Scope.LOANS_READ)
 
     assert (await secured_client.get(path, headers=bearer(key))).status_code == 200
 
 
 async def test_read_only_key_cannot_create_and_is_told_which_scope(
-    secured_client: httpx.AsyncClient, session: AsyncSession
+    secured_client: httpx.AsyncClient, database: DatabaseInTransaction
 ) -> None:
-    key = await new_key(session, Scope.LOANS_READ)
+    key = await new_key(database, Scope.LOANS_READ)
 
     response = await secured_client.post("/api/loans", json=LOAN, headers=bearer(key))
 
@@ -95,9 +101,9 @@ async def test_read_only_key_cannot_create_and_is_told_which_scope(
 
 
 async def test_write_key_creates_but_cannot_read_or_manage(
-    secured_client: httpx.AsyncClient, session: AsyncSession
+    secured_client: httpx.AsyncClient, database: DatabaseInTransaction
 ) -> None:
-    key = await new_key(session, Scope.LOANS_WRITE)
+    key = await new_key(database, Scope.LOANS_WRITE)
 
     created = await secured_client.post("/api/loans", json=LOAN, headers=bearer(key))
     loan_id = created.json()["id"]
@@ -110,10 +116,10 @@ async def test_write_key_creates_but_cannot_read_or_manage(
 
 
 async def test_manage_scope_takes_actions_and_events_need_read(
-    secured_client: httpx.AsyncClient, session: AsyncSession
+    secured_client: httpx.AsyncClient, database: DatabaseInTransaction
 ) -> None:
-    writer = await new_key(session, Scope.LOANS_WRITE)
-    manager = await new_key(session, Scope.LOANS_MANAGE)
+    writer = await new_key(database, Scope.LOANS_WRITE)
+    manager = await new_key(database, Scope.LOANS_MANAGE)
     loan_id = (await secured_client.post("/api/loans", json=LOAN, headers=bearer(writer))).json()[
         "id"
     ]
@@ -131,9 +137,9 @@ async def test_probes_and_docs_stay_open(secured_client: httpx.AsyncClient, path
 
 
 async def test_events_record_the_key_name_as_actor(
-    secured_client: httpx.AsyncClient, session: AsyncSession
+    secured_client: httpx.AsyncClient, session: AsyncSession, database: DatabaseInTransaction
 ) -> None:
-    key = await new_key(session, *ALL_SCOPES, name="clerk-app")
+    key = await new_key(database, *ALL_SCOPES, name="clerk-app")
     loan_id = (await secured_client.post("/api/loans", json=LOAN, headers=bearer(key))).json()["id"]
     await secured_client.post(f"/api/loans/{loan_id}/approve", headers=bearer(key))
 
@@ -146,10 +152,10 @@ async def test_events_record_the_key_name_as_actor(
 
 
 async def test_idempotency_keys_belong_to_one_client(
-    secured_client: httpx.AsyncClient, session: AsyncSession
+    secured_client: httpx.AsyncClient, database: DatabaseInTransaction
 ) -> None:
-    first = await new_key(session, Scope.LOANS_WRITE)
-    second = await new_key(session, Scope.LOANS_WRITE)
+    first = await new_key(database, Scope.LOANS_WRITE)
+    second = await new_key(database, Scope.LOANS_WRITE)
     same_key = {"Idempotency-Key": "order-1"}
 
     mine = await secured_client.post("/api/loans", json=LOAN, headers=bearer(first) | same_key)
@@ -164,8 +170,10 @@ async def test_idempotency_keys_belong_to_one_client(
     assert theirs.json()["id"] != mine.json()["id"]
 
 
-async def test_only_the_hash_of_a_key_is_stored(session: AsyncSession) -> None:
-    key = await new_key(session, Scope.LOANS_READ, name="hashed")
+async def test_only_the_hash_of_a_key_is_stored(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
+    key = await new_key(database, Scope.LOANS_READ, name="hashed")
 
     row = await session.scalar(select(ApiKey).where(ApiKey.name == "hashed"))
 

@@ -77,6 +77,21 @@ CNPG_CLUSTER = _resource(
                 "additionalProperties": False,
                 "properties": {"parameters": _STRING_MAP},
             },
+            # CNPG-I plugins (CloudNativePG 1.26+): the Barman Cloud plugin archives the WAL.
+            "plugins": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "enabled": {"type": "boolean"},
+                        "isWALArchiver": {"type": "boolean"},
+                        "parameters": _STRING_MAP,
+                    },
+                },
+            },
             "storage": {
                 "type": "object",
                 "additionalProperties": False,
@@ -130,7 +145,96 @@ SERVICE_MONITOR = _resource(
     },
 )
 
+_SECRET_KEY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "key"],
+    "properties": {"name": _NAME, "key": {"type": "string"}},
+}
+_COMPRESSION = {"enum": ["gzip", "bzip2", "snappy", "lz4", "xz", "zstd"]}
+
+# The Barman Cloud plugin's ObjectStore (barmancloud.cnpg.io/v1): the subset used here.
+BARMAN_OBJECT_STORE = _resource(
+    "barmancloud.cnpg.io/v1",
+    "ObjectStore",
+    {
+        "type": "object",
+        "required": ["configuration"],
+        "additionalProperties": False,
+        "properties": {
+            "configuration": {
+                "type": "object",
+                "required": ["destinationPath"],
+                "additionalProperties": False,
+                "properties": {
+                    "destinationPath": {"type": "string", "pattern": "^(s3|gs|https)://"},
+                    "endpointURL": {"type": "string"},
+                    "s3Credentials": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "accessKeyId": _SECRET_KEY,
+                            "secretAccessKey": _SECRET_KEY,
+                            "region": _SECRET_KEY,
+                            "inheritFromIAMRole": {"type": "boolean"},
+                        },
+                    },
+                    "wal": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "compression": _COMPRESSION,
+                            "maxParallel": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                    "data": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "compression": _COMPRESSION,
+                            "jobs": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+            },
+            "retentionPolicy": {"type": "string", "pattern": "^[1-9][0-9]*[dwm]$"},
+        },
+    },
+)
+
+CNPG_SCHEDULED_BACKUP = _resource(
+    "postgresql.cnpg.io/v1",
+    "ScheduledBackup",
+    {
+        "type": "object",
+        "required": ["schedule", "cluster"],
+        "additionalProperties": False,
+        "properties": {
+            # Six fields, seconds first (robfig/cron), unlike a CronJob's five.
+            "schedule": {"type": "string", "pattern": r"^\S+( \S+){5}$"},
+            "immediate": {"type": "boolean"},
+            "suspend": {"type": "boolean"},
+            "backupOwnerReference": {"enum": ["none", "self", "cluster"]},
+            "cluster": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {"name": _NAME},
+            },
+            "method": {"enum": ["barmanObjectStore", "volumeSnapshot", "plugin"]},
+            "pluginConfiguration": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": _STRING_MAP},
+            },
+        },
+    },
+)
+
 SCHEMAS = {
     ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
+    ("postgresql.cnpg.io/v1", "ScheduledBackup"): CNPG_SCHEDULED_BACKUP,
+    ("barmancloud.cnpg.io/v1", "ObjectStore"): BARMAN_OBJECT_STORE,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
 }

@@ -18,6 +18,8 @@ NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "default.conf.templat
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "branchloans.json"
+# The dashboard's last row, whose panels read the backup exporters rather than the API.
+BACKUP_ROW = "Backups"
 
 # The secrets production takes from the operator's shell, never from its env file.
 PRODUCTION_SECRETS = ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
@@ -144,3 +146,10 @@ http {{
 """
     )
     return main
+
+
+def api_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's panels above the Backups row: those drawn from the API's metrics."""
+    panels: list[dict[str, Any]] = dashboard["panels"]
+    (row,) = [panel for panel in panels if panel["type"] == "row" and panel["title"] == BACKUP_ROW]
+    return [panel for panel in panels if panel["gridPos"]["y"] < row["gridPos"]["y"]]

@@ -32,7 +32,17 @@ from tests.deploy.support import (
 )
 from tests.support import make_settings
 
-SERVICES = {"certs", "db", "migrate", "api", "nginx", "prometheus", "grafana"}
+SERVICES = {
+    "certs",
+    "db",
+    "backup",
+    "pgbackrest-exporter",
+    "migrate",
+    "api",
+    "nginx",
+    "prometheus",
+    "grafana",
+}
 
 # The old stack's environment table, as this one must follow it.
 TABLE = {
@@ -300,8 +310,9 @@ def test_services_start_in_dependency_order(compose_document: dict[str, Any]) ->
 
 def test_the_database_healthcheck_is_pg_isready(compose_document: dict[str, Any]) -> None:
     db = compose_document["services"]["db"]
+    containerfile = (REPO / db["build"]["context"] / db["build"]["dockerfile"]).read_text()
 
-    assert db["image"].startswith("postgres:16")
+    assert re.search(r"^FROM postgres:16-bookworm$", containerfile, re.MULTILINE)
     assert db["healthcheck"]["test"][0] == "CMD-SHELL"
     assert db["healthcheck"]["test"][1].startswith("pg_isready ")
 
@@ -411,7 +422,8 @@ def test_the_database_is_on_an_internal_network_nginx_cannot_reach(
     services = compose_document["services"]
 
     assert compose_document["networks"]["backend"]["internal"] is True
-    assert _networks(services["db"]) == {"backend"}
+    assert _networks(services["db"]) == {"backend", "storage"}
+    assert "storage" not in set(services["nginx"]["networks"]) | set(services["api"]["networks"])
     assert "backend" not in set(services["nginx"]["networks"])
 
 
@@ -420,7 +432,7 @@ def test_prometheus_scrapes_the_api_service_and_port(rendered: dict[str, Any]) -
     prometheus = services["prometheus"]
     config_dir = _volume_target(prometheus, "./deploy/prometheus")
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "branchloans-api"]
     (target_file,) = job["file_sd_configs"][0]["files"]
     (group,) = yaml.safe_load((PROMETHEUS_DIR / target_file).read_text())
 

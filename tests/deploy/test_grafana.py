@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.support import DASHBOARD_FILE, GRAFANA_DIR, PROMETHEUS_DIR
+from tests.deploy.support import DASHBOARD_FILE, GRAFANA_DIR, PROMETHEUS_DIR, api_panels
 
 # The metric names the API's /metrics exposes, by contract.
 API_METRICS = {
@@ -33,7 +33,7 @@ def dashboard() -> dict[str, Any]:
 
 
 def _expressions(dashboard: dict[str, Any]) -> list[str]:
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return [target["expr"] for panel in api_panels(dashboard) for target in panel["targets"]]
 
 
 def _metric_names(expression: str) -> set[str]:

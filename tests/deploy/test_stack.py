@@ -26,6 +26,7 @@ from branchloans.migrate import create_database_if_missing, drop_database, upgra
 from tests.deploy.support import (
     DASHBOARD_FILE,
     PROMETHEUS_DIR,
+    api_panels,
     free_port,
     require,
     write_nginx_config,
@@ -461,7 +462,7 @@ def _dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD_FILE.read_text())
     return [
         (f"{panel['title']} {target['refId']}", target["expr"])
-        for panel in dashboard["panels"]
+        for panel in api_panels(dashboard)
         for target in panel["targets"]
     ]
 

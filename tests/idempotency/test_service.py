@@ -11,11 +11,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.config import Settings
-from branchloans.db import SessionDep
 from branchloans.idempotency.models import IdempotencyKey
-from branchloans.idempotency.service import purge_expired_keys, run_write
+from branchloans.idempotency.service import purge_expired_keys, run_once
 from branchloans.loans.models import Loan, LoanEvent
-from tests.support import make_settings, serving
+from branchloans.state import DatabaseDep
+from tests.support import DatabaseInTransaction, make_settings, serving
 
 LOAN = {"borrower_id": "usr_retry", "amount": 1200.50, "currency": "INR", "term_months": 6}
 
@@ -191,21 +191,23 @@ async def _store_keys(session: AsyncSession, expired: int, alive: int) -> None:
 
 
 async def test_purge_deletes_expired_keys_in_batches_and_keeps_live_ones(
-    session: AsyncSession,
+    session: AsyncSession, database: DatabaseInTransaction
 ) -> None:
     await _store_keys(session, expired=5, alive=3)
 
-    purged = await purge_expired_keys(session, batch_size=2)
+    purged = await purge_expired_keys(database, batch_size=2)
 
     assert purged == 5
     keys = (await session.scalars(select(IdempotencyKey.key))).all()
     assert sorted(keys) == ["new-1", "new-2", "new-3"]
 
 
-async def test_purge_stops_after_max_batches(session: AsyncSession) -> None:
+async def test_purge_stops_after_max_batches(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
     await _store_keys(session, expired=5, alive=0)
 
-    assert await purge_expired_keys(session, batch_size=2, max_batches=1) == 2
+    assert await purge_expired_keys(database, batch_size=2, max_batches=1) == 2
     assert await count(session, IdempotencyKey) == 3
 
 
@@ -217,13 +219,16 @@ async def test_server_error_is_not_stored(
 
     async def install(app: Any) -> None:
         @app.post("/explode")
-        async def explode(request: Request, session: SessionDep) -> None:
+        async def explode(request: Request, database: DatabaseDep) -> None:
             async def fail() -> Any:
                 nonlocal calls
                 calls += 1
                 raise RuntimeError("boom")
 
-            await run_write(session, request, "same-key", "", fail)
+            async with database.transaction() as transaction:
+                await run_once(
+                    transaction, request, settings, scope="", key="same-key", operation=fail
+                )
 
     async with serving(settings, install=install, raise_app_exceptions=False) as http:
         responses = [await http.post("/explode") for _ in range(2)]

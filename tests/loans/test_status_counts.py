@@ -7,9 +7,11 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from branchloans.db import Database, Queries
+from branchloans.loans.metrics import count_loans_by_status
 from branchloans.loans.models import LoanStatus
-from branchloans.loans.service import count_loans_by_status
 from branchloans.migrate import alembic_config, upgrade_to_head
+from tests.support import DatabaseInTransaction, make_settings
 
 INSERT = text(
     "INSERT INTO loans (id, borrower_id, amount, currency, status, disbursed_at)"
@@ -23,8 +25,8 @@ async def insert(session: AsyncSession, *statuses: str) -> None:
     await session.execute(INSERT, {"statuses": list(statuses)})
 
 
-async def changes(session: AsyncSession, before: dict[LoanStatus, int]) -> dict[str, int]:
-    after = await count_loans_by_status(session)
+async def changes(database: Queries, before: dict[LoanStatus, int]) -> dict[str, int]:
+    after = await count_loans_by_status(database)
     return {
         status.value: after[status] - before[status]
         for status in LoanStatus
@@ -32,24 +34,28 @@ async def changes(session: AsyncSession, before: dict[LoanStatus, int]) -> dict[
     }
 
 
-async def test_every_status_is_reported(session: AsyncSession) -> None:
-    counts = await count_loans_by_status(session)
+async def test_every_status_is_reported(database: DatabaseInTransaction) -> None:
+    counts = await count_loans_by_status(database)
 
     assert set(counts) == set(LoanStatus)
 
 
-async def test_inserted_loans_are_counted_by_status(session: AsyncSession) -> None:
-    before = await count_loans_by_status(session)
+async def test_inserted_loans_are_counted_by_status(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
+    before = await count_loans_by_status(database)
 
     await insert(session, "pending", "pending", "approved")
     await insert(session, "pending")
 
-    assert await changes(session, before) == {"pending": 3, "approved": 1}
+    assert await changes(database, before) == {"pending": 3, "approved": 1}
 
 
-async def test_a_status_change_moves_the_loan(session: AsyncSession) -> None:
+async def test_a_status_change_moves_the_loan(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
     await insert(session, "pending", "pending")
-    before = await count_loans_by_status(session)
+    before = await count_loans_by_status(database)
 
     await session.execute(
         text(
@@ -58,35 +64,41 @@ async def test_a_status_change_moves_the_loan(session: AsyncSession) -> None:
         )
     )
 
-    assert await changes(session, before) == {"pending": -1, "approved": 1}
+    assert await changes(database, before) == {"pending": -1, "approved": 1}
 
 
-async def test_an_update_that_keeps_the_status_changes_nothing(session: AsyncSession) -> None:
+async def test_an_update_that_keeps_the_status_changes_nothing(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
     await insert(session, "repaid")
-    before = await count_loans_by_status(session)
+    before = await count_loans_by_status(database)
 
     await session.execute(text("UPDATE loans SET updated_at = updated_at + interval '1 second'"))
 
-    assert await changes(session, before) == {}
+    assert await changes(database, before) == {}
 
 
-async def test_deleted_loans_are_no_longer_counted(session: AsyncSession) -> None:
+async def test_deleted_loans_are_no_longer_counted(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
     await insert(session, "rejected", "rejected", "defaulted")
-    before = await count_loans_by_status(session)
+    before = await count_loans_by_status(database)
 
     await session.execute(text("DELETE FROM loans WHERE status = 'rejected'"))
 
-    after = await count_loans_by_status(session)
-    assert await changes(session, before) == {"rejected": -before[LoanStatus.REJECTED]}
+    after = await count_loans_by_status(database)
+    assert await changes(database, before) == {"rejected": -before[LoanStatus.REJECTED]}
     assert after[LoanStatus.REJECTED] == 0
 
 
-async def test_truncating_loans_empties_the_counts(session: AsyncSession) -> None:
+async def test_truncating_loans_empties_the_counts(
+    session: AsyncSession, database: DatabaseInTransaction
+) -> None:
     await insert(session, "disbursed")
 
     await session.execute(text("TRUNCATE loans CASCADE"))
 
-    assert set((await count_loans_by_status(session)).values()) == {0}
+    assert set((await count_loans_by_status(database)).values()) == {0}
 
 
 @pytest.fixture
@@ -107,12 +119,11 @@ async def _execute(database_url: str, *statements: str) -> None:
 
 
 async def _counts(database_url: str) -> dict[LoanStatus, int]:
-    engine = create_async_engine(database_url)
+    database = await Database.open(make_settings(database_url))
     try:
-        async with AsyncSession(engine) as session:
-            return await count_loans_by_status(session)
+        return await count_loans_by_status(database)
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 def test_the_migration_counts_the_loans_already_there(database_at_0001: str) -> None:

@@ -5,11 +5,11 @@ import uuid
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from branchloans.app import create_app
 from branchloans.config import Settings
+from branchloans.state import app_state
 from tests.support import Samples, parse_metrics, sample, started_client
 
 
@@ -140,8 +140,8 @@ async def test_pool_connections_show_size_and_checked_out(
     app: FastAPI, client: httpx.AsyncClient, settings: Settings
 ) -> None:
     before = await scrape(client)
-    async with app.state.db.engine.connect() as held:
-        await held.execute(text("SELECT 1"))
+    async with app_state(app).database.connection() as held:
+        await held.fetchval("SELECT 1")
         during = await scrape(client)
 
     assert sample(during, "db_pool_connections", state="size") == settings.db_pool_size
@@ -156,10 +156,10 @@ async def test_pool_connections_beyond_the_size_are_overflow(
 ) -> None:
     app = create_app(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 2}))
     async with started_client(app, connection) as http:
-        engine = app.state.db.engine
-        async with engine.connect() as first, engine.connect() as second:
+        database = app_state(app).database
+        async with database.connection() as first, database.connection() as second:
             for held in (first, second):
-                await held.execute(text("SELECT 1"))
+                await held.fetchval("SELECT 1")
             samples = await scrape(http)
 
     assert sample(samples, "db_pool_connections", state="size") == 1

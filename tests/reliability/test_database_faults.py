@@ -150,18 +150,19 @@ async def test_a_connection_postgres_ended_just_before_its_use_is_replaced_unsee
     assert response.status_code == 200
 
 
-async def test_an_orm_statement_on_such_a_connection_is_a_503_and_the_next_succeeds(
+async def test_a_transaction_on_such_a_connection_is_a_503_and_the_next_succeeds(
     client: httpx.AsyncClient, proxy: FaultProxy, committed_database_url: str
 ) -> None:
-    events = f"/api/loans/{uuid.uuid4()}/events"
-    assert (await client.get(events)).status_code == 404
+    # A transaction is not sent again elsewhere: its BEGIN fails, the request answers 503.
+    approve = f"/api/loans/{uuid.uuid4()}/approve"
+    assert (await client.post(approve)).status_code == 404
     proxy.set(Fault.HOLD_CLOSE)
     assert await terminate_app_connections(committed_database_url) > 0
     await asyncio.sleep(0.2)
     proxy.set(Fault.NONE)
 
-    during = await client.get(events)
-    after = await client.get(events)
+    during = await client.post(approve)
+    after = await client.post(approve)
 
     assert during.status_code == 503
     assert after.status_code == 404

@@ -8,9 +8,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from branchloans.auth.models import Scope
-from branchloans.auth.service import ANONYMOUS, Principal, authenticate_key
-from branchloans.db import Database, DatabaseDep
+from branchloans.auth.service import ANONYMOUS, KeyCache, Principal, authenticate_key
+from branchloans.db import Database
 from branchloans.problems import ProblemError
+from branchloans.state import AppState, DatabaseDep, app_state
 
 _REALM = 'Bearer realm="branchloans"'
 
@@ -48,17 +49,21 @@ class InsufficientScopeError(ProblemError):
         )
 
 
+@cache  # one cache of keys per application
+def key_cache(state: AppState) -> KeyCache:
+    """The application's cache of API keys."""
+    return KeyCache(state.settings.api_key_cache_seconds)
+
+
 async def _caller(
-    request: Request, database: Database, credentials: HTTPAuthorizationCredentials | None
+    state: AppState, database: Database, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     """The caller, from `Authorization: Bearer <key>`; anonymous only while auth is off."""
     if credentials is None:
-        if not request.app.state.settings.requires_auth:
+        if not state.settings.requires_auth:
             return ANONYMOUS
         raise UnauthenticatedError("Send an API key: Authorization: Bearer <key>.", _REALM)
-    principal = await authenticate_key(
-        database, request.app.state.api_keys, credentials.credentials
-    )
+    principal = await authenticate_key(database, key_cache(state), credentials.credentials)
     if principal is None:
         raise UnauthenticatedError(
             "The API key is unknown or revoked.", f'{_REALM}, error="invalid_token"'
@@ -80,7 +85,8 @@ def requires(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         database: DatabaseDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        principal = await _caller(request, database, credentials)
+        # The state read directly: a dependency of its own costs every request.
+        principal = await _caller(app_state(request.app), database, credentials)
         if scope not in principal.scopes:
             raise InsufficientScopeError(scope)
         return principal

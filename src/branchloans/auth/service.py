@@ -4,15 +4,15 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
+from sqlalchemy import bindparam, func, insert, select, update
 
 from branchloans.auth.models import ApiKey, Scope
-from branchloans.db import Database, DriverStatement
+from branchloans.db import Database, Queries, Statement
 
 KEY_PREFIX = "blk_"
 _ID_BYTES = 6  # 12 hex characters: the public part that finds the key's row
@@ -65,33 +65,59 @@ def parse_scopes(text: str) -> list[Scope]:
     return [Scope(name) for name in dict.fromkeys(names)]
 
 
-async def create_api_key(session: AsyncSession, name: str, scopes: Iterable[Scope]) -> str:
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What `api-keys list` shows of a key: never the key, nor its hash."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_CREATE_KEY = Statement.compile(
+    insert(ApiKey).values(
+        id=bindparam("id"),
+        name=bindparam("name"),
+        key_hash=bindparam("key_hash"),
+        scopes=bindparam("scopes"),
+    )
+)
+_LIST_KEYS = Statement.compile(
+    select(ApiKey.id, ApiKey.name, ApiKey.scopes, ApiKey.created_at, ApiKey.revoked_at).order_by(
+        ApiKey.created_at, ApiKey.name
+    )
+)
+_REVOKE_KEY = Statement.compile(
+    update(ApiKey)
+    .where(ApiKey.name == bindparam("name"), ApiKey.revoked_at.is_(None))
+    .values(revoked_at=func.now())
+    .returning(ApiKey.id)
+)
+
+
+async def create_api_key(queries: Queries, name: str, scopes: Iterable[Scope]) -> str:
     """Store a new key and return it; this is the only time the key itself is seen."""
     key_id = secrets.token_hex(_ID_BYTES)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(id=key_id, name=name, key_hash=_hash(key), scopes=list(scopes)))
     try:
-        await session.commit()
-    except IntegrityError as error:
-        await session.rollback()
+        await queries.fetch(
+            _CREATE_KEY, id=key_id, name=name, key_hash=_hash(key), scopes=list(scopes)
+        )
+    except asyncpg.UniqueViolationError as error:
         raise ApiKeyExistsError(name) from error
     return key
 
 
-async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
+async def list_api_keys(queries: Queries) -> list[ApiKeyInfo]:
     """Every key, oldest first (their hashes, never the keys)."""
-    return (await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.name))).all()
+    return [ApiKeyInfo(*row.values()) for row in await queries.fetch(_LIST_KEYS)]
 
 
-async def revoke_api_key(session: AsyncSession, name: str) -> bool:
+async def revoke_api_key(queries: Queries, name: str) -> bool:
     """Revoke the key with this name; False when no active key has it."""
-    result = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-    )
-    await session.commit()
-    return bool(getattr(result, "rowcount", 0))
+    return bool(await queries.fetch(_REVOKE_KEY, name=name))
 
 
 class KeyCache:
@@ -119,7 +145,7 @@ class KeyCache:
         self._entries[key_id] = (time.monotonic() + self.ttl, record)
 
 
-_ACTIVE_KEY = DriverStatement.compile(
+_ACTIVE_KEY = Statement.compile(
     select(ApiKey.name, ApiKey.key_hash, ApiKey.scopes).where(
         ApiKey.id == bindparam("key_id"), ApiKey.revoked_at.is_(None)
     )

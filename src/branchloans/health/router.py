@@ -3,12 +3,12 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
-from branchloans.db import DatabaseDep
 from branchloans.health import service
 from branchloans.health.schemas import Check, CheckStatus, HealthReport, Liveness
 from branchloans.responses import JSONResponse
+from branchloans.state import DatabaseDep, StateDep
 
 router = APIRouter(tags=["health"])
 
@@ -31,10 +31,9 @@ _UNHEALTHY: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/health", response_model=HealthReport, responses=_UNHEALTHY, summary="Health check")
-async def health(request: Request, database: DatabaseDep) -> JSONResponse:
+async def health(state: StateDep, database: DatabaseDep) -> JSONResponse:
     """The API and its database, answered within the configured health timeout."""
-    timeout = request.app.state.settings.health_timeout
-    database_check = await service.check_database(database.engine, timeout)
+    database_check = await service.check_database(database, state.settings.health_timeout)
     return _report({"api": service.API_CHECK, "database": database_check})
 
 
@@ -47,12 +46,11 @@ async def liveness() -> JSONResponse:
 @router.get(
     "/readiness", response_model=HealthReport, responses=_UNHEALTHY, summary="Readiness probe"
 )
-async def readiness(request: Request, database: DatabaseDep) -> JSONResponse:
+async def readiness(state: StateDep, database: DatabaseDep) -> JSONResponse:
     """Ready for traffic: not shutting down, the database answers, and its schema is at this
     code's migration head (or at a newer release's)."""
-    state = request.app.state
     api_check = service.DRAINING if state.draining.is_set() else service.API_CHECK
     schema_check = await service.check_schema(
-        database.engine, state.alembic_head, state.known_revisions, state.settings.health_timeout
+        database, state.schema_head, state.known_revisions, state.settings.health_timeout
     )
     return _report({"api": api_check, "database": schema_check})

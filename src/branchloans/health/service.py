@@ -2,11 +2,10 @@
 
 import asyncio
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import column, func, select, table
 
+from branchloans.db import Database, Statement
 from branchloans.health.schemas import Check, CheckStatus
-from branchloans.migrate import current_revision
 
 API_CHECK = Check(status=CheckStatus.HEALTHY, message="API service is running")
 
@@ -21,18 +20,32 @@ def _describe(error: BaseException) -> str:
     return f"Database unreachable ({type(error).__name__})"
 
 
-async def check_database(engine: AsyncEngine, seconds: float) -> Check:
+# Postgres resolves the table when it plans a statement, so whether Alembic ever ran is
+# asked first.
+_MIGRATED = Statement.compile(select(func.to_regclass("alembic_version").is_not(None)))
+_REVISION = Statement.compile(select(column("version_num")).select_from(table("alembic_version")))
+
+
+async def _current_revision(database: Database) -> str | None:
+    migrated = await database.fetchrow(_MIGRATED)
+    if migrated is None or not migrated[0]:
+        return None
+    row = await database.fetchrow(_REVISION)
+    return None if row is None else str(row[0])
+
+
+async def check_database(database: Database, seconds: float) -> Check:
     """Whether Postgres answers a query within `seconds`."""
     try:
-        async with asyncio.timeout(seconds), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(seconds):
+            await database.ping()
     except Exception as error:
         return _unhealthy(_describe(error))
     return Check(status=CheckStatus.HEALTHY, message="Database connection successful")
 
 
 async def check_schema(
-    engine: AsyncEngine, head: str | None, known: frozenset[str], seconds: float
+    database: Database, head: str | None, known: frozenset[str], seconds: float
 ) -> Check:
     """Whether the database answers and its schema is at this code's head or beyond it.
 
@@ -41,8 +54,8 @@ async def check_schema(
     rollout replaces it. A known revision other than the head means a migration is missing.
     """
     try:
-        async with asyncio.timeout(seconds), engine.connect() as connection:
-            revision = await current_revision(connection)
+        async with asyncio.timeout(seconds):
+            revision = await _current_revision(database)
     except Exception as error:
         return _unhealthy(_describe(error))
     if revision == head:

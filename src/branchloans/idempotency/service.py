@@ -4,17 +4,17 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
+import asyncpg
 import structlog
 from fastapi import Request, Response
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Interval, String, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from branchloans.config import Settings
-from branchloans.db import Database
+from branchloans.db import Database, Statement, Transaction
 from branchloans.idempotency.models import IdempotencyKey
 from branchloans.problems import ProblemError, render_problem
 
@@ -22,7 +22,6 @@ logger = structlog.get_logger(__name__)
 
 # Headers that belong to the answer itself; everything else (dates, request ids) is per response.
 _STORED_HEADERS = ("content-type", "location", "etag")
-_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class KeyReusedError(ProblemError):
@@ -65,33 +64,25 @@ async def request_fingerprint(request: Request) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _claim(
-    session: AsyncSession, request: Request, scope: str, key: str, fingerprint: str
-) -> IdempotencyKey | None:
-    """Take the key for this request, or return the answer stored under it.
+_SET_LOCK_TIMEOUT = Statement.compile(
+    select(func.set_config("lock_timeout", bindparam("timeout", type_=String), text("true")))
+)
 
-    The INSERT waits while another transaction holds the same key, so a concurrent retry
-    resumes once the first request committed (and then replays it) or rolled back (and
-    then runs). An expired key is taken over as if it were new.
-    """
-    settings: Settings = request.app.state.settings
-    await session.execute(
-        text("SELECT set_config('lock_timeout', :timeout, true)"),
-        {"timeout": f"{int(settings.idempotency_lock_timeout * 1000)}ms"},
-    )
+
+def _claim_statement() -> Statement:
     fresh = {
-        "fingerprint": fingerprint,
-        "method": request.method,
-        "path": request.url.path,
+        "fingerprint": bindparam("fingerprint"),
+        "method": bindparam("method"),
+        "path": bindparam("path"),
         "response_status": None,
         "response_headers": None,
         "response_body": None,
         "created_at": func.now(),
-        "expires_at": func.now() + timedelta(hours=settings.idempotency_key_ttl_hours),
+        "expires_at": func.now() + bindparam("ttl", type_=Interval),
     }
-    claim = (
+    return Statement.compile(
         insert(IdempotencyKey)
-        .values(scope=scope, key=key, **fresh)
+        .values(scope=bindparam("scope"), key=bindparam("key"), **fresh)
         .on_conflict_do_update(
             index_elements=[IdempotencyKey.scope, IdempotencyKey.key],
             set_=fresh,
@@ -99,101 +90,155 @@ async def _claim(
         )
         .returning(IdempotencyKey.key)
     )
+
+
+_CLAIM = _claim_statement()
+_THIS_KEY = (IdempotencyKey.scope == bindparam("scope")) & (IdempotencyKey.key == bindparam("key"))
+_READ_ANSWER = Statement.compile(
+    select(
+        IdempotencyKey.fingerprint,
+        IdempotencyKey.response_status,
+        IdempotencyKey.response_headers,
+        IdempotencyKey.response_body,
+    ).where(_THIS_KEY)
+)
+_STORE_ANSWER = Statement.compile(
+    update(IdempotencyKey)
+    .where(_THIS_KEY)
+    .values(
+        response_status=bindparam("status"),
+        response_headers=bindparam("headers"),
+        response_body=bindparam("body"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class _StoredAnswer:
+    fingerprint: str
+    status: int | None
+    headers: dict[str, str] | None
+    body: bytes | None
+
+
+async def _claim(
+    transaction: Transaction,
+    request: Request,
+    settings: Settings,
+    scope: str,
+    key: str,
+    fingerprint: str,
+) -> _StoredAnswer | None:
+    """Take the key for this request, or return the answer stored under it.
+
+    The INSERT waits while another transaction holds the same key, so a concurrent retry
+    resumes once the first request committed (and then replays it) or rolled back (and
+    then runs). An expired key is taken over as if it were new.
+    """
+    timeout_ms = int(settings.idempotency_lock_timeout * 1000)
+    await transaction.fetch(_SET_LOCK_TIMEOUT, timeout=f"{timeout_ms}ms")
     try:
-        won = await session.scalar(claim)
-    except DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
-            raise KeyInUseError from error
-        raise
-    await session.execute(text("SELECT set_config('lock_timeout', '0', true)"))
+        won = await transaction.fetchrow(
+            _CLAIM,
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            method=request.method,
+            path=request.url.path,
+            ttl=timedelta(hours=settings.idempotency_key_ttl_hours),
+        )
+    except asyncpg.LockNotAvailableError as error:
+        raise KeyInUseError from error
+    await transaction.fetch(_SET_LOCK_TIMEOUT, timeout="0")
     if won is not None:
         return None
-    stored: IdempotencyKey | None = await session.scalar(
-        select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-    )
+    row = await transaction.fetchrow(_READ_ANSWER, scope=scope, key=key)
     # Only a purge racing with this request can remove the row in between.
-    if stored is None or stored.response_status is None:
+    if row is None or row["response_status"] is None:
         raise KeyInUseError
-    return stored
+    return _StoredAnswer(*row.values())
 
 
-def _replay(stored: IdempotencyKey, fingerprint: str) -> Response:
+def _replay(stored: _StoredAnswer, fingerprint: str) -> Response:
     if stored.fingerprint != fingerprint:
         raise KeyReusedError
-    assert stored.response_status is not None
-    assert stored.response_body is not None
+    assert stored.status is not None
+    assert stored.body is not None
     return Response(
-        content=stored.response_body,
-        status_code=stored.response_status,
-        headers={**(stored.response_headers or {}), "Idempotent-Replayed": "true"},
+        content=stored.body,
+        status_code=stored.status,
+        headers={**(stored.headers or {}), "Idempotent-Replayed": "true"},
     )
 
 
-async def run_write(
-    session: AsyncSession,
+async def run_once(
+    transaction: Transaction,
     request: Request,
-    key: str | None,
+    settings: Settings,
+    *,
     scope: str,
+    key: str,
     operation: Callable[[], Awaitable[Response]],
 ) -> Response:
-    """Run a write and commit it; with a key, at most once per (scope, key).
+    """Run a write at most once per (scope, key), in the caller's transaction.
 
     The first request's answer is stored in the same transaction as its effect, and a
     repeat of the same request replays it byte for byte. Validation failures never get
     here and 5xx failures roll everything back, so neither is stored. Problems the
     operation raises (404, 409, 412) undo its effect but are stored and replayed.
     """
-    if key is None:
-        response = await operation()
-        await session.commit()
-        return response
-
     fingerprint = await request_fingerprint(request)
-    stored = await _claim(session, request, scope, key, fingerprint)
+    stored = await _claim(transaction, request, settings, scope, key, fingerprint)
     if stored is not None:
         return _replay(stored, fingerprint)
     try:
-        async with session.begin_nested():
+        async with transaction.savepoint():
             response = await operation()
     except ProblemError as problem:
         if problem.status >= 500:
             raise
         response = render_problem(request, problem)
-    await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-        .values(
-            response_status=response.status_code,
-            response_headers={
-                name: response.headers[name] for name in _STORED_HEADERS if name in response.headers
-            },
-            response_body=bytes(response.body),
-        )
+    await transaction.fetch(
+        _STORE_ANSWER,
+        scope=scope,
+        key=key,
+        status=response.status_code,
+        headers={
+            name: response.headers[name] for name in _STORED_HEADERS if name in response.headers
+        },
+        body=bytes(response.body),
     )
-    await session.commit()
     return response
 
 
+def _purge_statement() -> Statement:
+    expired = (
+        select(IdempotencyKey.scope, IdempotencyKey.key)
+        .where(IdempotencyKey.expires_at <= func.now())
+        .limit(bindparam("batch_size"))
+        .with_for_update(skip_locked=True)
+        .cte("expired")
+    )
+    deleted = (
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.scope == expired.c.scope, IdempotencyKey.key == expired.c.key)
+        .returning(IdempotencyKey.key)
+        .cte("deleted")
+    )
+    return Statement.compile(select(func.count()).select_from(deleted))
+
+
+_PURGE_BATCH = _purge_statement()
+
+
 async def purge_expired_keys(
-    session: AsyncSession, *, batch_size: int = 1000, max_batches: int | None = None
+    database: Database, *, batch_size: int = 1000, max_batches: int | None = None
 ) -> int:
-    """Delete expired keys in batches of `batch_size`, committing each; returns how many."""
+    """Delete expired keys in batches of `batch_size`, each its own transaction; how many."""
     purged = batches = 0
     while max_batches is None or batches < max_batches:
-        expired = (
-            select(IdempotencyKey.scope, IdempotencyKey.key)
-            .where(IdempotencyKey.expires_at <= func.now())
-            .limit(batch_size)
-            .with_for_update(skip_locked=True)
-            .cte("expired")
-        )
-        result = await session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.scope == expired.c.scope, IdempotencyKey.key == expired.c.key
-            )
-        )
-        await session.commit()
-        deleted = int(getattr(result, "rowcount", 0))
+        row = await database.fetchrow(_PURGE_BATCH, batch_size=batch_size)
+        deleted = int(row[0]) if row else 0
         purged, batches = purged + deleted, batches + 1
         if deleted < batch_size:
             break
@@ -205,8 +250,7 @@ async def purge_periodically(database: Database, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            async with database.sessionmaker() as session:
-                purged = await purge_expired_keys(session, max_batches=10)
+            purged = await purge_expired_keys(database, max_batches=10)
             if purged:
                 logger.info("purged expired idempotency keys", count=purged)
         except Exception as error:  # the next round tries again; the service must not stop

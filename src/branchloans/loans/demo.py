@@ -4,10 +4,10 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import func, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from branchloans.db import Queries, Statement
 from branchloans.loans.models import Loan, LoanEvent, LoanStatus
 
 _PAID_OUT = {LoanStatus.DISBURSED, LoanStatus.REPAID, LoanStatus.DEFAULTED}
@@ -32,31 +32,35 @@ DEMO_LOANS: tuple[dict[str, Any], ...] = tuple(
 )
 
 
-async def seed_demo_loans(session: AsyncSession) -> int:
-    """Insert the demo loans that are not there yet, each with one event saying so.
-
-    Returns how many were inserted.
-    """
+def _seed_statement() -> Statement:
     rows = [
-        {**loan, "disbursed_at": func.now() if loan["status"] in _PAID_OUT else None}
+        {**loan, "version": 1, "disbursed_at": func.now() if loan["status"] in _PAID_OUT else None}
         for loan in DEMO_LOANS
     ]
     inserted = (
-        await session.execute(
-            pg_insert(Loan)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[Loan.id])
-            .returning(Loan.id, Loan.status)
+        pg_insert(Loan)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[Loan.id])
+        .returning(Loan.id, Loan.status)
+        .cte("inserted")
+    )
+    events = (
+        insert(LoanEvent)
+        .from_select(
+            ["loan_id", "to_status", "reason"],
+            select(inserted.c.id, inserted.c.status, literal("demo data")),
         )
-    ).all()
-    if inserted:
-        await session.execute(
-            insert(LoanEvent).values(
-                [
-                    {"loan_id": loan_id, "to_status": status, "reason": "demo data"}
-                    for loan_id, status in inserted
-                ]
-            )
-        )
-    await session.commit()
-    return len(inserted)
+        .returning(LoanEvent.loan_id)
+        .cte("events")
+    )
+    return Statement.compile(select(func.count()).select_from(events))
+
+
+_SEED = _seed_statement()
+
+
+async def seed_demo_loans(queries: Queries) -> int:
+    """Insert the demo loans that are not there yet, each with one event saying so, in one
+    statement. Returns how many were inserted."""
+    row = await queries.fetchrow(_SEED)
+    return int(row[0]) if row else 0

@@ -1,10 +1,24 @@
-"""Business metrics of loans: what was lent, counted once its transaction committed."""
+"""Metrics of loans: what was lent, counted once committed, and loans by status at scrape time."""
 
+import asyncio
+import time
+from collections.abc import Iterator
 from decimal import Decimal
+from functools import cache
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import func, select
+
+from branchloans.db import Database, Queries, Statement
+from branchloans.loans.models import LoanStatus, LoanTotal
+from branchloans.observability.metrics import Metrics, ScrapeFigures
+from branchloans.state import app_state
+
+logger = structlog.get_logger(__name__)
 
 
 class LoanMetrics:
@@ -31,13 +45,74 @@ class LoanMetrics:
         self.amount.labels(currency).inc(float(amount))
 
 
+_LOANS_BY_STATUS = Statement.compile(
+    select(LoanTotal.status, func.sum(LoanTotal.loans)).group_by(LoanTotal.status)
+)
+
+
+async def count_loans_by_status(queries: Queries) -> dict[LoanStatus, int]:
+    """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
+    counts = dict.fromkeys(LoanStatus, 0)
+    for status, loans in await queries.fetch(_LOANS_BY_STATUS):
+        counts[LoanStatus(status)] = int(loans)
+    return counts
+
+
+class LoanFigures(ScrapeFigures):
+    """`loans_by_status` and `database_up`, read at scrape time and reused for a few seconds.
+
+    Every worker reads the same rows, so the figures are right with any number of workers
+    and right after a restart. When the read fails, `database_up` is 0 and `loans_by_status`
+    is left out rather than shown stale.
+    """
+
+    def __init__(self) -> None:
+        self._by_status: dict[LoanStatus, int] | None = None
+        self._read_at: float | None = None
+
+    async def refresh(self, database: Database, *, max_age: float, seconds: float) -> None:
+        """Read the figures again (within `seconds`) unless the last read is under `max_age` old."""
+        if self._read_at is not None and time.monotonic() - self._read_at < max_age:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                self._by_status = await count_loans_by_status(database)
+        except Exception as error:
+            logger.warning("database figures unavailable", error=repr(error))
+            self._by_status = None
+        self._read_at = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        """The figures of the last read."""
+        up = GaugeMetricFamily(
+            "database_up", "1 when the scrape-time database read succeeded, else 0."
+        )
+        up.add_metric([], 0 if self._by_status is None else 1)
+        yield up
+        if self._by_status is not None:
+            by_status = GaugeMetricFamily(
+                "loans_by_status",
+                "Loans in each status, read from the database.",
+                labels=["status"],
+            )
+            for status, loans in self._by_status.items():
+                by_status.add_metric([status.value], loans)
+            yield by_status
+
+
+@cache  # once per application's metrics: a metric is registered once
+def loan_metrics(metrics: Metrics) -> LoanMetrics:
+    """Register the loans' metrics and figures with the application's; the counters."""
+    metrics.add_figures(LoanFigures())
+    return LoanMetrics(metrics.registry)
+
+
 async def get_loan_metrics(request: Request) -> LoanMetrics:
     """The application's loan metrics.
 
     A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
     """
-    metrics: LoanMetrics = request.app.state.metrics.loans
-    return metrics
+    return loan_metrics(app_state(request.app).metrics)
 
 
 LoanMetricsDep = Annotated[LoanMetrics, Depends(get_loan_metrics)]

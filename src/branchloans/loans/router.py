@@ -1,24 +1,34 @@
 """HTTP endpoints for loans: parse, call the service, shape the response."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 
-from branchloans.auth.dependencies import requires
-from branchloans.auth.models import Scope
-from branchloans.auth.service import Principal
-from branchloans.db import DatabaseDep, InSession, SessionDep
-from branchloans.idempotency.models import KEY_MAX_LENGTH
-from branchloans.idempotency.service import run_write
-from branchloans.loans import service
-from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
+from branchloans.db import Database, Transaction
+from branchloans.idempotency.service import run_once
+from branchloans.loans import listing, service
+from branchloans.loans.cursor import Position, encode_cursor
+from branchloans.loans.dependencies import (
+    READ,
+    CursorDep,
+    IdempotencyKeyHeader,
+    IfMatchHeader,
+    ManagerDep,
+    WriterDep,
+    change_context,
+    entity_tags,
+    versions_in,
+)
+from branchloans.loans.errors import etag
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
+from branchloans.loans.listing import LoanFilter
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, LoanStatus
+from branchloans.loans.rows import VersionedLoan
 from branchloans.loans.schemas import (
     Currency,
     LoanCreate,
@@ -28,9 +38,9 @@ from branchloans.loans.schemas import (
     LoanStats,
     TransitionRequest,
 )
-from branchloans.loans.service import ChangeContext, LoanFilter, LoanRow, etag
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
+from branchloans.state import DatabaseDep, app_state
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -50,82 +60,17 @@ router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
 LOAN_PATH = "/loans/{loan_id}"
 
 
-def change_context(principal: Principal) -> ChangeContext:
-    """The request id (bound by the request-id middleware) and the calling key's name."""
-    return ChangeContext(
-        request_id=structlog.contextvars.get_contextvars().get("request_id"),
-        actor=principal.name,
+def _loan_response(
+    loan: VersionedLoan, status_code: int = status.HTTP_200_OK, **headers: str
+) -> JSONResponse:
+    return JSONResponse(
+        loan.loan, status_code=status_code, headers={"ETag": etag(loan.version), **headers}
     )
 
-
-WriterDep = Annotated[Principal, Depends(requires(Scope.LOANS_WRITE))]
-ManagerDep = Annotated[Principal, Depends(requires(Scope.LOANS_MANAGE))]
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        min_length=1,
-        max_length=KEY_MAX_LENGTH,
-        pattern=r"^[\x21-\x7e]+$",
-        description="A token you choose (printable ASCII, at most 255 characters). A retry "
-        "with the same key and the same request returns the first answer, with "
-        "`Idempotent-Replayed: true`, instead of acting twice. Keys are kept 24 hours.",
-        examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
-    ),
-]
-
-
-def _loan_response(
-    loan: LoanRow, status_code: int = status.HTTP_200_OK, **headers: str
-) -> JSONResponse:
-    # The row holds LoanRead's fields in its order, then the version, which goes to the ETag.
-    body = dict(loan)
-    version = body.pop("version")
-    return JSONResponse(body, status_code=status_code, headers={"ETag": etag(version), **headers})
-
-
-def _entity_tags(header: str) -> list[str]:
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
-
-
-def _versions_in(if_match: str | None) -> set[int] | None:
-    """The versions an If-Match header accepts; None when it accepts any (absent or `*`)."""
-    if if_match is None or if_match.strip() == "*":
-        return None
-    # Strong comparison (RFC 9110): a weak tag W/"3" or a malformed one never matches.
-    return {
-        int(tag[1:-1])
-        for tag in _entity_tags(if_match)
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()
-    }
-
-
-READ = [Depends(requires(Scope.LOANS_READ))]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
-
-async def cursor_position(
-    cursor: Annotated[
-        str | None,
-        Query(description="Where the page starts: opaque, copied from a `Link` header."),
-    ] = None,
-) -> Position | None:
-    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad.
-
-    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
-    """
-    if cursor is None:
-        return None
-    try:
-        return decode_cursor(cursor)
-    except ValueError as error:
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(error)}]
-        ) from error
-
-
-CursorDep = Annotated[Position | None, Depends(cursor_position)]
 
 _NEXT_LINK_HEADER = {
     "Link": {
@@ -182,9 +127,9 @@ async def list_loans(
         created_after=created_after,
         created_before=created_before,
     )
-    page = await service.list_loans(database, where, limit=limit, after=cursor)
+    page = await listing.list_loans(database, where, limit=limit, after=cursor)
     headers = {"Link": _next_link(request, page.next)} if page.next else None
-    return JSONResponse([dict(loan) for loan in page.loans], headers=headers)
+    return JSONResponse(page.loans, headers=headers)
 
 
 def _refuse_extra_decimals(application: LoanCreate) -> None:
@@ -221,9 +166,9 @@ async def get_loan(
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
     loan = await service.read_loan(database, loan_id)
-    tag = etag(loan["version"])
+    tag = etag(loan.version)
     if if_none_match is not None and (
-        if_none_match.strip() == "*" or tag in _entity_tags(if_none_match)
+        if_none_match.strip() == "*" or tag in entity_tags(if_none_match)
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
     return _loan_response(loan)
@@ -288,25 +233,24 @@ async def create_loan(
     _refuse_extra_decimals(application)
     context = change_context(writer)
 
-    def created(loan: LoanRow) -> Response:
+    def created(loan: VersionedLoan) -> Response:
         # Formatted from the route's own template: url_for searches every route per call.
         location = (
             request.scope.get("root_path", "")
             + router.prefix
-            + LOAN_PATH.format(loan_id=loan["id"])
+            + LOAN_PATH.format(loan_id=loan.loan.id)
         )
         return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
+        # One statement, its own transaction: the loan and its first event commit together.
         response = created(await service.create_loan(database, application, context))
     else:
-        async with database.session() as session:
 
-            async def create() -> Response:
-                # In the transaction that holds the key, so both commit or neither.
-                return created(await service.create_loan(InSession(session), application, context))
+        async def create(transaction: Transaction) -> Response:
+            return created(await service.create_loan(transaction, application, context))
 
-            response = await run_write(session, request, idempotency_key, context.scope, create)
+        response = await _write(request, database, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
     if (
         response.status_code == status.HTTP_201_CREATED
@@ -316,6 +260,28 @@ async def create_loan(
     return response
 
 
+async def _write(
+    request: Request,
+    database: Database,
+    idempotency_key: str | None,
+    scope: str,
+    operation: Callable[[Transaction], Awaitable[Response]],
+) -> Response:
+    """The request's unit of work: `operation` in one transaction, committed when it returns;
+    with an Idempotency-Key, at most once per key, the answer stored in the same transaction."""
+    async with database.transaction() as transaction:
+        if idempotency_key is None:
+            return await operation(transaction)
+        return await run_once(
+            transaction,
+            request,
+            app_state(request.app).settings,
+            scope=scope,
+            key=idempotency_key,
+            operation=lambda: operation(transaction),
+        )
+
+
 @router.get(
     "/loans/{loan_id}/events",
     response_model=list[LoanEventRead],
@@ -323,57 +289,71 @@ async def create_loan(
     dependencies=READ,
     responses=_LOAN_NOT_FOUND,
 )
-async def list_loan_events(loan_id: uuid.UUID, session: SessionDep) -> JSONResponse:
+async def list_loan_events(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
     """Every status change of the loan, its creation first."""
-    events = await service.list_events(session, loan_id)
-    return JSONResponse([LoanEventRead.model_validate(event).model_dump() for event in events])
+    events = await service.list_events(database, loan_id)
+    return JSONResponse([event.model_dump() for event in events])
 
 
-def _add_action_route(action: LoanAction) -> None:
-    transition = TRANSITIONS[action]
-    sources = " or ".join(f"`{source}`" for source in sorted(transition.sources))
+class LoanActionRequest:
+    """What every lifecycle endpoint receives: the loan, who acts, the reason, the conditions.
 
-    async def take_action(
+    The manager comes before the database: a key looked up there holds no connection while
+    the request waits for another.
+    """
+
+    def __init__(
+        self,
         loan_id: uuid.UUID,
-        # Before the session: a key looked up here holds no connection the session waits on.
         manager: ManagerDep,
-        session: SessionDep,
+        database: DatabaseDep,
         request: Request,
         body: TransitionRequest | None = None,
-        if_match: Annotated[
-            str | None,
-            Header(description='Only act if the loan still has this ETag, e.g. `"3"`.'),
-        ] = None,
+        if_match: IfMatchHeader = None,
         idempotency_key: IdempotencyKeyHeader = None,
-    ) -> Response:
-        context = change_context(manager)
+    ) -> None:
+        self.loan_id, self.database, self.request = loan_id, database, request
+        self.context = change_context(manager)
+        self.reason = body.reason if body else None
+        self.expected_versions = versions_in(if_match)
+        self.idempotency_key = idempotency_key
 
-        async def transition() -> Response:
+    async def take(self, action: LoanAction) -> Response:
+        """Lock the loan, check the action applies, change it and record the event."""
+
+        async def transition(transaction: Transaction) -> Response:
             loan = await service.transition_loan(
-                session,
-                loan_id,
+                transaction,
+                self.loan_id,
                 action,
-                context,
-                reason=body.reason if body else None,
-                expected_versions=_versions_in(if_match),
+                self.context,
+                reason=self.reason,
+                expected_versions=self.expected_versions,
             )
             return _loan_response(loan)
 
-        return await run_write(session, request, idempotency_key, context.scope, transition)
+        return await _write(
+            self.request, self.database, self.idempotency_key, self.context.scope, transition
+        )
 
-    router.add_api_route(
-        f"/loans/{{loan_id}}/{action}",
-        take_action,
-        methods=["POST"],
-        name=f"{action}_loan",
-        response_model=LoanRead,
-        summary=f"{action.capitalize()} a loan",
-        description=(
+
+LoanActionDep = Annotated[LoanActionRequest, Depends()]
+
+
+def _action_route(action: LoanAction) -> dict[str, Any]:
+    transition = TRANSITIONS[action]
+    sources = " or ".join(f"`{source}`" for source in sorted(transition.sources))
+    return {
+        "path": f"{LOAN_PATH}/{action}",
+        "name": f"{action}_loan",
+        "response_model": LoanRead,
+        "summary": f"{action.capitalize()} a loan",
+        "description": (
             f"Move a {sources} loan to `{transition.target}`, recording an event with the "
             "optional `reason`. The row is locked while it changes, so concurrent actions "
             "never lose an update: the later one sees the new status."
         ),
-        responses={
+        "responses": {
             200: {"headers": _ETAG_HEADER},
             **_LOAN_NOT_FOUND,
             409: _problem(
@@ -382,14 +362,40 @@ def _add_action_route(action: LoanAction) -> None:
             ),
             412: _problem("If-Match names a version the loan no longer has."),
         },
-    )
+    }
 
 
-for _action in LoanAction:
-    _add_action_route(_action)
+@router.post(**_action_route(LoanAction.APPROVE))
+async def approve(action: LoanActionDep) -> Response:
+    """Approve a pending loan."""
+    return await action.take(LoanAction.APPROVE)
+
+
+@router.post(**_action_route(LoanAction.REJECT))
+async def reject(action: LoanActionDep) -> Response:
+    """Reject a pending or approved loan."""
+    return await action.take(LoanAction.REJECT)
+
+
+@router.post(**_action_route(LoanAction.DISBURSE))
+async def disburse(action: LoanActionDep) -> Response:
+    """Pay out an approved loan."""
+    return await action.take(LoanAction.DISBURSE)
+
+
+@router.post(**_action_route(LoanAction.REPAY))
+async def repay(action: LoanActionDep) -> Response:
+    """Mark a disbursed loan repaid."""
+    return await action.take(LoanAction.REPAY)
+
+
+@router.post(**_action_route(LoanAction.DEFAULT))
+async def default(action: LoanActionDep) -> Response:
+    """Mark a disbursed loan defaulted."""
+    return await action.take(LoanAction.DEFAULT)
 
 
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
 async def get_stats(database: DatabaseDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency."""
-    return JSONResponse((await service.get_stats(database)).model_dump())
+    return JSONResponse((await listing.get_stats(database)).model_dump())

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from branchloans import __version__
 from branchloans.config import Settings
-from branchloans.observability.request_ids import current_request_id
+from branchloans.request_ids import current_request_id
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint

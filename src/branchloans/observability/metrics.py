@@ -1,6 +1,8 @@
 """Prometheus metrics of the service, right with one uvicorn worker or several."""
 
 import asyncio
+from abc import abstractmethod
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -9,13 +11,13 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy.pool import Pool, QueuePool
+from prometheus_client.registry import Collector
 
-from branchloans.loans.metrics import LoanMetrics
+from branchloans.db import Database
 from branchloans.observability import multiprocess
-from branchloans.observability.database_figures import DatabaseFigures
 
 # 1 ms to 10 s: a cached read and a request stuck on the pool timeout are both resolved.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -100,20 +102,31 @@ class PoolMetrics:
         self._checked_out = gauge.labels("checked_out")
         self._overflow = gauge.labels("overflow")
 
-    def observe(self, pool: Pool) -> None:
+    def observe(self, database: Database) -> None:
         """Copy the pool's current state into the gauges."""
-        if not isinstance(pool, QueuePool):
-            return
-        self._size.set(pool.size())
-        self._checked_out.set(pool.checkedout())
-        # QueuePool counts overflow from -size upwards; only connections beyond size are overflow.
-        self._overflow.set(max(0, pool.overflow()))
+        opened, in_use = database.pool_state()
+        self._size.set(database.pool_size)
+        self._checked_out.set(in_use)
+        # Connections open beyond the configured size are the overflow.
+        self._overflow.set(max(0, opened - database.pool_size))
 
-    async def follow(self, pool: Pool) -> None:
+    async def follow(self, database: Database) -> None:
         """Keep the gauges current, so a scrape answered by another worker sees this pool too."""
         while True:
-            self.observe(pool)
+            self.observe(database)
             await asyncio.sleep(POOL_REFRESH_SECONDS)
+
+
+class ScrapeFigures(Collector):
+    """Figures read from the database when Prometheus scrapes, registered by a domain."""
+
+    @abstractmethod
+    async def refresh(self, database: Database, *, max_age: float, seconds: float) -> None:
+        """Read the figures again (within `seconds`) unless the last read is under `max_age` old."""
+
+    @abstractmethod
+    def collect(self) -> Iterator[Metric]:
+        """The figures of the last read."""
 
 
 class Metrics:
@@ -124,9 +137,8 @@ class Metrics:
         disable_created_metrics()
         self.registry = CollectorRegistry()
         self.http = HttpMetrics(self.registry)
-        self.loans = LoanMetrics(self.registry)
         self.pool = PoolMetrics(self.registry)
-        self.database = DatabaseFigures()
+        self.figures: list[ScrapeFigures] = []
         self.multiprocess_directory = multiprocess.directory()
         if self.multiprocess_directory is None:
             self._exposed = self.registry
@@ -134,8 +146,17 @@ class Metrics:
             # Each worker writes its values to files; a scrape reads and sums all of them.
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, path=self.multiprocess_directory)
-        # Read at scrape time from the database: registered here only, so never summed per worker.
-        self._exposed.register(self.database)
+
+    def add_figures(self, figures: ScrapeFigures) -> None:
+        """Expose figures read at scrape time; registered for the scrape only, so never summed
+        per worker."""
+        self.figures.append(figures)
+        self._exposed.register(figures)
+
+    async def refresh_figures(self, database: Database, *, max_age: float, seconds: float) -> None:
+        """Bring every scrape-time figure up to date."""
+        for figures in self.figures:
+            await figures.refresh(database, max_age=max_age, seconds=seconds)
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

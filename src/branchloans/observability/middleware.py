@@ -20,8 +20,8 @@ from branchloans.observability.metrics import (
     method_label,
 )
 from branchloans.observability.proxies import TrustedProxies
-from branchloans.observability.request_ids import choose_request_id
 from branchloans.problems import UNEXPECTED_DETAIL, problem_body
+from branchloans.request_ids import choose_request_id
 from branchloans.responses import ProblemResponse
 
 

@@ -3,9 +3,8 @@
 import asyncio
 
 import httpx
-from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from branchloans.app import create_app
 from branchloans.config import Settings
@@ -62,9 +61,9 @@ async def test_loans_by_status_is_right_after_a_restart(migrated_database_url: s
 
 
 async def test_a_scrape_does_not_read_the_loans_table(
-    app: FastAPI, client: httpx.AsyncClient
+    engine: AsyncEngine, client: httpx.AsyncClient
 ) -> None:
-    async with app.state.db.engine.connect() as other:
+    async with engine.connect() as other:
         await other.execute(text("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE"))
 
         samples = await scrape(client)

@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from branchloans.observability.request_ids import MAX_REQUEST_ID_LENGTH, new_request_id
+from branchloans.request_ids import MAX_REQUEST_ID_LENGTH, new_request_id
 
 
 async def test_a_sane_request_id_is_echoed(client: httpx.AsyncClient) -> None:

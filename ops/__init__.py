@@ -1,0 +1,1 @@
+"""Operational tools run by people and by the test suite: the restore drill."""

@@ -1,0 +1,84 @@
+"""What the loans endpoints take from a request: who calls, and the headers and cursor they
+send, each checked (a 422 names what is wrong)."""
+
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Header, Query
+from fastapi.exceptions import RequestValidationError
+
+from branchloans.auth.dependencies import requires
+from branchloans.auth.models import Scope
+from branchloans.auth.service import Principal
+from branchloans.idempotency.models import KEY_MAX_LENGTH
+from branchloans.loans.cursor import Position, decode_cursor
+from branchloans.loans.service import ChangeContext
+
+
+def change_context(principal: Principal) -> ChangeContext:
+    """The request id (bound by the request-id middleware) and the calling key's name."""
+    return ChangeContext(
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        actor=principal.name,
+    )
+
+
+WriterDep = Annotated[Principal, Depends(requires(Scope.LOANS_WRITE))]
+ManagerDep = Annotated[Principal, Depends(requires(Scope.LOANS_MANAGE))]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=KEY_MAX_LENGTH,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A token you choose (printable ASCII, at most 255 characters). A retry "
+        "with the same key and the same request returns the first answer, with "
+        "`Idempotent-Replayed: true`, instead of acting twice. Keys are kept 24 hours.",
+        examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
+    ),
+]
+
+READ = [Depends(requires(Scope.LOANS_READ))]
+IfMatchHeader = Annotated[
+    str | None, Header(description='Only act if the loan still has this ETag, e.g. `"3"`.')
+]
+
+
+def entity_tags(header: str) -> list[str]:
+    """The entity tags of an If-Match or If-None-Match header."""
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def versions_in(if_match: str | None) -> set[int] | None:
+    """The versions an If-Match header accepts; None when it accepts any (absent or `*`)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    # Strong comparison (RFC 9110): a weak tag W/"3" or a malformed one never matches.
+    return {
+        int(tag[1:-1])
+        for tag in entity_tags(if_match)
+        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()
+    }
+
+
+async def cursor_position(
+    cursor: Annotated[
+        str | None,
+        Query(description="Where the page starts: opaque, copied from a `Link` header."),
+    ] = None,
+) -> Position | None:
+    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad.
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except ValueError as error:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(error)}]
+        ) from error
+
+
+CursorDep = Annotated[Position | None, Depends(cursor_position)]

@@ -1,0 +1,155 @@
+"""Reading many loans: keyset-paged listings and portfolio statistics."""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cache
+from typing import Any
+
+from sqlalchemy import BigInteger, Select, bindparam, func, select, text, tuple_
+
+from branchloans.db import Queries, Statement
+from branchloans.loans.cursor import Position
+from branchloans.loans.models import Loan, LoanStatus, LoanTotal
+from branchloans.loans.rows import LOAN_COLUMNS, LoanRow
+from branchloans.loans.schemas import CENT, LoanStats
+
+
+@dataclass(frozen=True)
+class LoanFilter:
+    """Which loans a listing shows; None means any.
+
+    `created_after` is inclusive and `created_before` exclusive, so consecutive windows
+    never share a loan.
+    """
+
+    status: LoanStatus | None = None
+    currency: str | None = None
+    borrower_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LoanPage:
+    """One page of a listing, and where the next one starts when there is one."""
+
+    loans: list[LoanRow]
+    next: Position | None
+
+
+def list_statement(
+    where: LoanFilter, *, limit: int, after: Position | None = None
+) -> tuple[Statement, dict[str, Any]]:
+    """The statement of a page and its values: up to `limit` loans passing `where`, newest
+    first, after `after`.
+
+    A keyset page: each filter and the position are conditions on an index whose order is
+    the list order, so the page costs the same however deep it is.
+    """
+    shape = (
+        where.status is not None,
+        where.currency is not None,
+        where.borrower_id is not None,
+        where.created_after is not None,
+        where.created_before is not None,
+        after is not None,
+    )
+    values: dict[str, Any] = {**asdict(where), "limit": limit}
+    if after is not None:
+        values.update(after_created_at=after.created_at, after_id=after.id)
+    return _list_statement(*shape), values
+
+
+def _list_shape(
+    status: bool,
+    currency: bool,
+    borrower_id: bool,
+    created_after: bool,
+    created_before: bool,
+    after: bool,
+) -> Select[*tuple[Any, ...]]:
+    # The values are bound by name at each run.
+    query = select(*LOAN_COLUMNS).order_by(Loan.created_at.desc(), Loan.id.desc())
+    if status:
+        query = query.where(Loan.status == bindparam("status"))
+    if currency:
+        query = query.where(Loan.currency == bindparam("currency"))
+    if borrower_id:
+        query = query.where(Loan.borrower_id == bindparam("borrower_id"))
+    if created_after:
+        query = query.where(Loan.created_at >= bindparam("created_after"))
+    if created_before:
+        query = query.where(Loan.created_at < bindparam("created_before"))
+    if after:
+        query = query.where(
+            tuple_(Loan.created_at, Loan.id)
+            < tuple_(bindparam("after_created_at"), bindparam("after_id"))
+        )
+    return query.limit(bindparam("limit"))
+
+
+@cache  # one compiled statement per combination of filters: at most 64
+def _list_statement(*shape: bool) -> Statement:
+    return Statement.compile(_list_shape(*shape))
+
+
+async def list_loans(
+    queries: Queries,
+    where: LoanFilter,
+    *,
+    limit: int,
+    after: Position | None = None,
+) -> LoanPage:
+    """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
+    # One row more than the page says whether another page follows.
+    statement, values = list_statement(where, limit=limit + 1, after=after)
+    rows = await queries.fetch(statement, **values)
+    loans = [LoanRow.of(row) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return LoanPage(loans, None)
+    last = loans[-1]
+    return LoanPage(loans, Position(last.created_at, last.id))
+
+
+def stats_query() -> Select[*tuple[Any, ...]]:
+    """Loans and amounts by status, by currency and overall, from the trigger-kept totals."""
+    loans = func.sum(LoanTotal.loans).cast(BigInteger)
+    return select(LoanTotal.status, LoanTotal.currency, loans, func.sum(LoanTotal.amount)).group_by(
+        text("GROUPING SETS ((status), (currency), ())")
+    )
+
+
+_STATS = Statement.compile(stats_query())
+
+
+async def get_stats(queries: Queries) -> LoanStats:
+    """Counts and totals over all loans, by status and by currency.
+
+    Read from `loan_totals`, which triggers keep exact as loans change: the cost depends
+    on the number of statuses and currencies, never on the number of loans.
+    """
+    rows = await queries.fetch(_STATS)
+    by_status = dict.fromkeys(LoanStatus, 0)
+    by_currency: dict[str, int] = {}
+    amount_by_currency: dict[str, Decimal] = {}
+    total_loans, total_amount = 0, Decimal(0)
+    for status, currency, count, amount in rows:
+        if status is not None:
+            by_status[LoanStatus(status)] = count
+        elif currency is not None:
+            # A currency whose loans were all deleted keeps its (zero) totals rows.
+            if count:
+                by_currency[currency] = count
+                amount_by_currency[currency] = amount
+        elif count:
+            total_loans, total_amount = count, amount
+    average = (total_amount / total_loans) if total_loans else Decimal(0)
+    return LoanStats(
+        total_loans=total_loans,
+        total_amount=total_amount.quantize(CENT),
+        avg_amount=average.quantize(CENT, rounding=ROUND_HALF_EVEN),
+        by_status=by_status,
+        by_currency=dict(sorted(by_currency.items())),
+        amount_by_currency=dict(sorted(amount_by_currency.items())),
+    )

@@ -1,0 +1,62 @@
+"""Loans as the service reads them: typed rows, serialised as they are."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from branchloans.loans.models import Loan, LoanStatus
+
+# What the API shows of a loan, in LoanRow's order.
+LOAN_COLUMNS = (
+    Loan.id,
+    Loan.borrower_id,
+    Loan.amount,
+    Loan.currency,
+    Loan.status,
+    Loan.term_months,
+    Loan.interest_rate_apr,
+    Loan.created_at,
+    Loan.updated_at,
+    Loan.disbursed_at,
+)
+# A plain lookup: calling the enum class per value would cost a list page measurably.
+_STATUS = {status.value: status for status in LoanStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class LoanRow:
+    """A loan as the API shows it: `LoanRead`'s fields (orjson writes it as an object)."""
+
+    id: uuid.UUID
+    borrower_id: str
+    amount: Decimal
+    currency: str
+    status: LoanStatus
+    term_months: int | None
+    interest_rate_apr: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+    disbursed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> "LoanRow":
+        """The loan in a row whose first columns are `LOAN_COLUMNS`."""
+        values = list(row[:10])
+        values[4] = _STATUS[values[4]]
+        return cls(*values)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedLoan:
+    """A loan and its version, which the API sends as the ETag."""
+
+    loan: LoanRow
+    version: int
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> "VersionedLoan":
+        """The loan in a row selected with `LOAN_COLUMNS` and then `Loan.version`."""
+        return cls(LoanRow.of(row), row[10])

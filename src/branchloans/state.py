@@ -1,0 +1,53 @@
+"""What the running application holds: one typed object, built when the app starts."""
+
+import threading
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+
+from branchloans.config import Settings
+from branchloans.db import Database
+from branchloans.observability.metrics import Metrics
+
+
+# eq=False: compared and hashed by identity, so a domain can key its own per-app parts on it.
+@dataclass(frozen=True, eq=False)
+class AppState:
+    """The settings, the database and the metrics of one application, and its drain flag."""
+
+    settings: Settings
+    database: Database
+    metrics: Metrics
+    # Set on SIGTERM: readiness answers 503 while requests in flight finish.
+    draining: threading.Event
+    schema_head: str | None
+    known_revisions: frozenset[str]
+
+
+def app_state(app: FastAPI) -> AppState:
+    """The state of a started app."""
+    state: AppState = app.state.branchloans
+    return state
+
+
+async def get_state(request: Request) -> AppState:
+    """The state of the app serving the request.
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
+    return app_state(request.app)
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_database(request: Request) -> Database:
+    """The application's database handle (a test may put its own transaction in its place).
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
+    return app_state(request.app).database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
