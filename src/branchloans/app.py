@@ -18,6 +18,7 @@ from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.metrics import loan_metrics
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision, known_revisions
+from branchloans.observability.errors import install_error_tracking
 from branchloans.observability.logs import configure_logging
 from branchloans.observability.metrics import Metrics
 from branchloans.observability.middleware import ObservabilityMiddleware
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     install_openapi(app)
+    install_error_tracking(app, settings)  # innermost middleware: sees exceptions first
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_allowed_origins:
         app.add_middleware(
