@@ -171,10 +171,11 @@ def worker_rss_mb(pid: int) -> list[float]:
     """Resident memory of each uvicorn worker (the spawned children of `pid`), in MB."""
     sizes = []
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for child in children:
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        if b"spawn_main" not in cmdline:
-            continue  # multiprocessing's resource tracker, not a worker
+    # One worker runs in the serving process itself.
+    workers = [
+        child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    for child in workers or [str(pid)]:
         status = Path(f"/proc/{child}/status").read_text()
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         if match:
