@@ -16,6 +16,7 @@ from branchloans.health.router import router as health_router
 from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.metrics import loan_metrics
+from branchloans.loans.repayment_router import router as repayments_router
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision, known_revisions
 from branchloans.observability.logs import configure_logging
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health_router)
     app.include_router(loans_router)
+    app.include_router(repayments_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)
     return app

@@ -42,6 +42,44 @@ async def scanned_stats(session: AsyncSession) -> dict[str, Any]:
         "by_status": by_status,
         "by_currency": dict(sorted(by_currency.items())),
         "amount_by_currency": dict(sorted(amount_by_currency.items())),
+        "at_risk_by_currency": await scanned_arrears(session),
+    }
+
+
+# A disbursed loan's oldest unpaid due date; without payments, its first instalment's.
+_DUE = (
+    "coalesce(oldest_unpaid_due, CASE WHEN term_months IS NOT NULL"
+    " AND interest_rate_apr IS NOT NULL"
+    " THEN ((disbursed_at AT TIME ZONE 'UTC')::date + interval '1 month')::date END)"
+)
+_TODAY = "(now() AT TIME ZONE 'UTC')::date"
+
+
+async def scanned_arrears(session: AsyncSession) -> dict[str, Any]:
+    """Outstanding principal and PAR30/PAR90 per currency, by scanning every disbursed loan."""
+    rows = await session.execute(
+        text(
+            "SELECT currency, count(*), sum(coalesce(outstanding_principal, amount)),"
+            f" coalesce(sum(coalesce(outstanding_principal, amount))"
+            f"   FILTER (WHERE {_DUE} < {_TODAY} - 30), 0),"
+            f" coalesce(sum(coalesce(outstanding_principal, amount))"
+            f"   FILTER (WHERE {_DUE} < {_TODAY} - 90), 0)"
+            " FROM loans WHERE status = 'disbursed' GROUP BY currency ORDER BY currency"
+        )
+    )
+
+    def at_risk(amount: Decimal, outstanding: Decimal) -> dict[str, Decimal]:
+        ratio = (amount / outstanding).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+        return {"amount": amount, "ratio": ratio}
+
+    return {
+        currency: {
+            "outstanding_principal": outstanding,
+            "loans": loans,
+            "par_30": at_risk(par_30, outstanding),
+            "par_90": at_risk(par_90, outstanding),
+        }
+        for currency, loans, outstanding, par_30, par_90 in rows
     }
 
 
@@ -85,6 +123,15 @@ async def _sql_update(session: AsyncSession, rng: random.Random) -> None:
             "UPDATE loans SET status = 'rejected', updated_at = created_at"
             " WHERE status IN ('pending', 'approved')",
             "UPDATE loans SET borrower_id = borrower_id || 'x'",
+            # Disbursed loans made long ago, with a schedule: some fall more than 30 or 90 days
+            # behind, and some have paid part of their principal.
+            "UPDATE loans SET term_months = 6, interest_rate_apr = 10,"
+            " created_at = created_at - interval '100 days',"
+            " disbursed_at = disbursed_at - (amount::int % 150) * interval '1 day'"
+            " WHERE status = 'disbursed'",
+            "UPDATE loans SET outstanding_principal = amount / 2,"
+            " oldest_unpaid_due = (disbursed_at AT TIME ZONE 'UTC')::date + (amount::int % 200)"
+            " WHERE status = 'disbursed'",
         ]
     )
     await session.execute(text(statement))

@@ -38,6 +38,24 @@ class LoanMetrics:
             registry=registry,
         )
 
+        self.repayments = Counter(
+            "repayments_received_total",
+            "Payments recorded on loans (committed), by currency.",
+            ["currency"],
+            registry=registry,
+        )
+        self.repaid_amount = Counter(
+            "repayments_received_amount_total",
+            "Amount of the payments recorded (committed), in units of their currency.",
+            ["currency"],
+            registry=registry,
+        )
+
+    def repayment_received(self, currency: str, amount: Decimal) -> None:
+        """Count a payment whose transaction has committed."""
+        self.repayments.labels(currency).inc()
+        self.repaid_amount.labels(currency).inc(float(amount))
+
     def loan_created(self, currency: str, amount: Decimal) -> None:
         """Count a loan whose transaction has committed."""
         self.created.labels(currency).inc()
