@@ -57,6 +57,19 @@ pending --approve--> approved --disburse--> disbursed --repay----> repaid
 loan's `current_status` and its `allowed_actions`. Every change is recorded in the loan's
 history (`GET /api/loans/{loan_id}/events`). Responses carry the loan's version as `ETag`;
 send it back in `If-Match` to act only if nobody changed the loan meanwhile (else 412).
+`default` needs a payment past due, and records the outstanding amount it writes off.
+"""
+
+REPAYMENTS_DESCRIPTION = """
+Payments on disbursed loans, allocated to the schedule, and portfolio at risk.
+
+A payment made on day D pays, oldest instalment first: overdue interest, then overdue
+principal, then the current instalment (first due on or after D: interest, then principal),
+then the principal of later instalments. The payoff amount is all unpaid principal plus the
+unpaid interest of overdue and current instalments; reaching it repays the loan, exceeding it
+is a 422. PAR30 (PAR90) in `GET /api/stats` is the outstanding principal of disbursed loans
+with a payment more than 30 (90) days overdue, and its share of the currency's outstanding
+principal.
 """
 
 
@@ -115,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
         openapi_tags=[
             {"name": "loans", "description": LOANS_DESCRIPTION},
+            {"name": "repayments", "description": REPAYMENTS_DESCRIPTION},
             {"name": "health", "description": "Probes for load balancers and orchestrators."},
             {"name": "monitoring", "description": "Prometheus metrics (see MONITORING.md)."},
         ],
