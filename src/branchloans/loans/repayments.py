@@ -25,6 +25,7 @@ from branchloans.loans.repayment_schemas import (
 )
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan
 from branchloans.loans.schedule import minor_unit
+from branchloans.loans.schemas import RepaymentSchedule
 from branchloans.loans.service import ChangeContext, read_loan, schedule_of, transition_loan
 from branchloans.loans.servicing import Allocated, Ledger, OverpaymentError
 
@@ -115,20 +116,12 @@ _RECORD = _record_statement()
 
 
 def _read(row: Any) -> RepaymentRead:
+    # The payment's columns, then the loan's status and currency.
     values = dict(row)
-    return RepaymentRead(
-        **{
-            name: values[name]
-            for name in RepaymentRead.model_fields
-            if name in values and name != "currency"
-        },
-        loan_status=values["status"],
-        currency=values["currency"],
-    )
+    return RepaymentRead(**values, loan_status=values["status"])
 
 
-def _ledger(loan: LoanRow, allocations: list[Any]) -> Ledger:
-    schedule = schedule_of(loan)
+def _ledger(schedule: RepaymentSchedule, allocations: list[Any]) -> Ledger:
     return Ledger(
         schedule.instalments,
         (Allocated.of_json(part) for allocation in allocations for part in allocation),
@@ -173,7 +166,7 @@ async def record_repayment(
         raise RepaymentNotAllowedError(loan.status)
     paid_at = _check_amount(loan, payment, now)
     allocations = [record[0] for record in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
-    ledger = _ledger(loan, allocations)
+    ledger = _ledger(schedule_of(loan), allocations)
     try:
         parts = ledger.allocate(payment.amount, paid_at.date())
     except OverpaymentError as error:
@@ -217,10 +210,7 @@ async def serviced_schedule(queries: Queries, loan_id: uuid.UUID, today: date) -
     loan = (await read_loan(queries, loan_id)).loan
     schedule = schedule_of(loan)
     allocations = [row[0] for row in await queries.fetch(_ALLOCATIONS, loan_id=loan_id)]
-    ledger = Ledger(
-        schedule.instalments,
-        (Allocated.of_json(part) for allocation in allocations for part in allocation),
-    )
+    ledger = _ledger(schedule, allocations)
     # Only a disbursed loan owes anything: before, nothing was lent; after, it is settled
     # (repaid, or written off).
     owing = loan.status is LoanStatus.DISBURSED
@@ -268,7 +258,7 @@ async def default_loan(
         amount = loan.amount
     elif loan.status is LoanStatus.DISBURSED:
         allocations = [r[0] for r in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
-        ledger = _ledger(loan, allocations)
+        ledger = _ledger(schedule_of(loan), allocations)
         if not ledger.days_past_due(today):
             raise NothingPastDueError(loan_id)
         amount = ledger.payoff_amount(today)

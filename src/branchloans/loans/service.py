@@ -161,7 +161,7 @@ async def transition_loan(
     The row is locked first, so of two concurrent actions the second sees the first's
     result: one succeeds, the other gets `TransitionNotAllowedError`, nothing is lost.
     With `expected_versions` (from If-Match), a loan at any other version raises
-    `LoanChangedError` instead.
+    `LoanChangedError` instead. `amount` is written on the event (what a default writes off).
     """
     current = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
     if current is None:
