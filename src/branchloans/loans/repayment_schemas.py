@@ -5,10 +5,21 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from branchloans.loans.models import MAX_AMOUNT, REFERENCE_MAX_LENGTH
 from branchloans.loans.schemas import DecimalNumber, Instalment, LoanSchedule, _refuse_bool
+
+# No payment can exceed a loan's payoff amount; this only bounds what is parsed.
+MAX_PAYMENT = MAX_AMOUNT * 2
 
 
 class RepaymentCreate(BaseModel):
@@ -26,11 +37,17 @@ class RepaymentCreate(BaseModel):
     amount: Annotated[
         Decimal,
         BeforeValidator(_refuse_bool),
-        Field(
-            gt=0,
-            le=MAX_AMOUNT * 2,
-            allow_inf_nan=False,
-            description="In the loan's currency, at most its minor unit's decimals.",
+        Field(gt=0, le=MAX_PAYMENT, allow_inf_nan=False),
+        # What clients should send: a JSON number (numeric strings are accepted too, but left
+        # out of the documented schema, as for a loan's amount).
+        WithJsonSchema(
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": float(MAX_PAYMENT),
+                "description": "In the loan's currency, at most its minor unit's decimals.",
+            },
+            mode="validation",
         ),
     ]
     paid_at: AwareDatetime | None = Field(

@@ -80,6 +80,8 @@ class Ledger:
         zero = instalments[0].principal * 0
         self._owed = [_Owed(row, zero, zero) for row in instalments]
         self._zero = zero
+        # Kept as payments are applied: read on every allocation.
+        self._principal_left = sum((row.principal for row in instalments), zero)
         for part in paid:
             self._apply(part)
 
@@ -87,6 +89,7 @@ class Ledger:
         owed = self._owed[part.instalment - 1]
         owed.interest_paid += part.interest
         owed.principal_paid += part.principal
+        self._principal_left -= part.principal
 
     def _current(self, on: date) -> int:
         # Index of the first instalment due on or after `on`; len() when all are past due.
@@ -97,7 +100,7 @@ class Ledger:
     @property
     def outstanding_principal(self) -> Decimal:
         """Principal not yet repaid."""
-        return sum((owed.principal_left for owed in self._owed), self._zero)
+        return self._principal_left
 
     def payoff_amount(self, on: date) -> Decimal:
         """What clears the loan on day `on`: every unpaid principal, plus the unpaid interest of
@@ -161,6 +164,7 @@ class Ledger:
                 paid[number] = Allocated(number, before.interest + take, before.principal)
             else:
                 owed.principal_paid += take
+                self._principal_left -= take
                 paid[number] = Allocated(number, before.interest, before.principal + take)
         assert not left, "a payment within the payoff amount is allocated whole"
         return [paid[number] for number in sorted(paid)]

@@ -217,13 +217,12 @@ def payment_history(
     if behaviour == "partial" and len(due) < loan.term - 1:
         half = (schedule.instalments[len(due)].payment / 2).quantize(minor_unit(loan.currency))
         planned.append((half, max(loan.until - rng.random() * _DAY, loan.disbursed)))
-    payments = []
-    for amount, paid_at in planned:
-        on = datetime.fromtimestamp(paid_at, UTC).date()
-        # An instalment paid early may have been partly prepaid: never pay beyond the payoff.
-        amount = min(amount, ledger.payoff_amount(on))
-        if amount > 0:
-            payments.append((amount, paid_at, ledger.allocate(amount, on)))
+    # Each instalment is paid once, in order, on or after its due date: never beyond the payoff.
+    payments = [
+        (amount, paid_at, ledger.allocate(amount, datetime.fromtimestamp(paid_at, UTC).date()))
+        for amount, paid_at in planned
+        if amount > 0  # a schedule may end on instalments of zero
+    ]
     if status == "repaid" and ledger.outstanding_principal:
         on = datetime.fromtimestamp(loan.until, UTC).date()
         payoff = ledger.payoff_amount(on)
