@@ -6,7 +6,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,7 +14,13 @@ from bench.processes import Bench, Result, command, free_port, log, start, stop,
 
 from branchloans.db import Statement
 from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
-from branchloans.loans.listing import LoanFilter, list_statement, stats_query
+from branchloans.loans.listing import (
+    PAR_DAYS,
+    LoanFilter,
+    arrears_query,
+    list_statement,
+    stats_query,
+)
 from branchloans.loans.models import LoanStatus
 
 GET_ID_SAMPLE = 1000
@@ -250,6 +256,11 @@ def explain_queries(
         for name, (where, after) in pages.items()
     }
     queries["stats"] = (Statement.compile(stats_query()), {})
+    today = datetime.now(UTC).date()
+    queries["stats, portfolio at risk"] = (
+        Statement.compile(arrears_query()),
+        {f"cutoff_{days}": today - timedelta(days=days) for days in PAR_DAYS},
+    )
     return {
         name: (statement.sql, statement.arguments(values))
         for name, (statement, values) in queries.items()

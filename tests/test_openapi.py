@@ -8,8 +8,9 @@ from decimal import Decimal
 import httpx
 
 from branchloans.loans.lifecycle import LoanAction
+from branchloans.loans.repayment_schemas import ServicedInstalment, ServicedSchedule
 from branchloans.loans.schedule import build_schedule
-from branchloans.loans.schemas import LoanSchedule
+from branchloans.loans.servicing import Ledger
 from branchloans.responses import dump_json
 
 
@@ -88,12 +89,12 @@ async def test_openapi_documents_the_schedule_and_its_problems(client: httpx.Asy
 
     responses = document["paths"]["/api/loans/{loan_id}/schedule"]["get"]["responses"]
     assert responses["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/LoanSchedule"
+        "$ref": "#/components/schemas/ServicedSchedule"
     }
     for status in ("404", "409", "422"):
         assert "application/problem+json" in responses[status]["content"]
-    instalment = document["components"]["schemas"]["Instalment"]["properties"]
-    assert instalment["payment"]["type"] == "number"
+    instalment = document["components"]["schemas"]["ServicedInstalment"]["properties"]
+    assert instalment["payment"]["type"] == instalment["remaining"]["type"] == "number"
     assert instalment["due_date"]["format"] == "date"
 
 
@@ -101,8 +102,26 @@ async def test_openapi_schedule_example_is_what_the_api_computes(
     client: httpx.AsyncClient,
 ) -> None:
     schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
-    (example,) = schemas["LoanSchedule"]["examples"]
+    (example,) = schemas["ServicedSchedule"]["examples"]
 
     schedule = build_schedule(Decimal("1000.00"), "USD", 3, Decimal("12.00"), date(2025, 1, 31))
-    computed = LoanSchedule(loan_id=uuid.UUID(example["loan_id"]), **dict(schedule))
+    ledger = Ledger(schedule.instalments)
+    ledger.allocate(Decimal("100.00"), date(2025, 2, 20))
+    today = date(2025, 3, 10)
+    computed = ServicedSchedule(
+        loan_id=uuid.UUID(example["loan_id"]),
+        **{
+            **dict(schedule),
+            "instalments": [
+                ServicedInstalment(
+                    **row.model_dump(), paid=paid, remaining=remaining, overdue=overdue
+                )
+                for row, paid, remaining, overdue in ledger.rows(today)
+            ],
+        },
+        as_of=today,
+        outstanding_principal=ledger.outstanding_principal,
+        payoff_amount=ledger.payoff_amount(today),
+        days_past_due=ledger.days_past_due(today),
+    )
     assert json.loads(dump_json(computed.model_dump())) == example

@@ -16,6 +16,7 @@ from branchloans.health.router import router as health_router
 from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
 from branchloans.loans.metrics import loan_metrics
+from branchloans.loans.repayment_router import router as repayments_router
 from branchloans.loans.router import router as loans_router
 from branchloans.migrate import head_revision, known_revisions
 from branchloans.observability.errors import install_error_tracking
@@ -57,6 +58,19 @@ pending --approve--> approved --disburse--> disbursed --repay----> repaid
 loan's `current_status` and its `allowed_actions`. Every change is recorded in the loan's
 history (`GET /api/loans/{loan_id}/events`). Responses carry the loan's version as `ETag`;
 send it back in `If-Match` to act only if nobody changed the loan meanwhile (else 412).
+`default` needs a payment past due, and records the outstanding amount it writes off.
+"""
+
+REPAYMENTS_DESCRIPTION = """
+Payments on disbursed loans, allocated to the schedule, and portfolio at risk.
+
+A payment made on day D pays, oldest instalment first: overdue interest, then overdue
+principal, then the current instalment (first due on or after D: interest, then principal),
+then the principal of later instalments. The payoff amount is all unpaid principal plus the
+unpaid interest of overdue and current instalments; reaching it repays the loan, exceeding it
+is a 422. PAR30 (PAR90) in `GET /api/stats` is the outstanding principal of disbursed loans
+with a payment more than 30 (90) days overdue, and its share of the currency's outstanding
+principal.
 """
 
 
@@ -115,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
         openapi_tags=[
             {"name": "loans", "description": LOANS_DESCRIPTION},
+            {"name": "repayments", "description": REPAYMENTS_DESCRIPTION},
             {"name": "health", "description": "Probes for load balancers and orchestrators."},
             {"name": "monitoring", "description": "Prometheus metrics (see MONITORING.md)."},
         ],
@@ -147,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health_router)
     app.include_router(loans_router)
+    app.include_router(repayments_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)
     return app

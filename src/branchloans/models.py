@@ -3,6 +3,6 @@
 from branchloans.auth.models import ApiKey
 from branchloans.db import Base
 from branchloans.idempotency.models import IdempotencyKey
-from branchloans.loans.models import Loan, LoanEvent
+from branchloans.loans.models import Loan, LoanArrears, LoanEvent, Repayment
 
-__all__ = ["ApiKey", "Base", "IdempotencyKey", "Loan", "LoanEvent"]
+__all__ = ["ApiKey", "Base", "IdempotencyKey", "Loan", "LoanArrears", "LoanEvent", "Repayment"]

@@ -96,7 +96,10 @@ def test_the_dashboards_backup_row_reads_the_series_the_alerts_watch() -> None:
     watched = set().union(
         *(_backup_metrics(rule["expr"]) for group in rules["groups"] for rule in group["rules"])
     )
-    row = [panel for panel in dashboard["panels"] if panel not in api_panels(dashboard)]
+    # The panels from the Backups row down to the next row (the Loan book row follows it).
+    below = [panel for panel in dashboard["panels"] if panel not in api_panels(dashboard)]
+    later_rows = [panel["gridPos"]["y"] for panel in below[1:] if panel["type"] == "row"]
+    row = [panel for panel in below if panel["gridPos"]["y"] < min(later_rows, default=10**6)]
     titles = [panel["title"] for panel in row]
     in_row = [_backup_metrics(target["expr"]) for panel in row for target in panel["targets"]]
     # WAL archiving is drawn once, in the database row, from postgres_exporter's series.

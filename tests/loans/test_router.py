@@ -392,6 +392,7 @@ async def test_stats_without_loans_are_zero_for_every_status(client: httpx.Async
         ),
         "by_currency": {},
         "amount_by_currency": {},
+        "at_risk_by_currency": {},
     }
 
 
@@ -452,11 +453,11 @@ async def test_schedule_lists_each_instalment_exactly(
     assert '"payment":88.85,"instalments"' in response.text
     assert (
         '{"number":1,"due_date":"2025-02-28","payment":88.85,"principal":78.85,'
-        '"interest":10.00,"balance":921.15}'
+        '"interest":10.00,"balance":921.15,"paid":0.00,"remaining":88.85,"overdue":false}'
     ) in response.text
     assert (
         '{"number":12,"due_date":"2026-01-31","payment":88.84,"principal":87.96,'
-        '"interest":0.88,"balance":0.00}'
+        '"interest":0.88,"balance":0.00,"paid":0.00,"remaining":88.84,"overdue":false}'
     ) in response.text
     assert '"totals":{"principal":1000.00,"interest":66.19,"payable":1066.19}' in response.text
 

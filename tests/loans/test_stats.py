@@ -42,6 +42,44 @@ async def scanned_stats(session: AsyncSession) -> dict[str, Any]:
         "by_status": by_status,
         "by_currency": dict(sorted(by_currency.items())),
         "amount_by_currency": dict(sorted(amount_by_currency.items())),
+        "at_risk_by_currency": await scanned_arrears(session),
+    }
+
+
+# A disbursed loan's oldest unpaid due date; without payments, its first instalment's.
+_DUE = (
+    "coalesce(oldest_unpaid_due, CASE WHEN term_months IS NOT NULL"
+    " AND interest_rate_apr IS NOT NULL"
+    " THEN ((disbursed_at AT TIME ZONE 'UTC')::date + interval '1 month')::date END)"
+)
+_TODAY = "(now() AT TIME ZONE 'UTC')::date"
+
+
+async def scanned_arrears(session: AsyncSession) -> dict[str, Any]:
+    """Outstanding principal and PAR30/PAR90 per currency, by scanning every disbursed loan."""
+    rows = await session.execute(
+        text(
+            "SELECT currency, count(*), sum(coalesce(outstanding_principal, amount)),"
+            f" coalesce(sum(coalesce(outstanding_principal, amount))"
+            f"   FILTER (WHERE {_DUE} < {_TODAY} - 30), 0),"
+            f" coalesce(sum(coalesce(outstanding_principal, amount))"
+            f"   FILTER (WHERE {_DUE} < {_TODAY} - 90), 0)"
+            " FROM loans WHERE status = 'disbursed' GROUP BY currency ORDER BY currency"
+        )
+    )
+
+    def at_risk(amount: Decimal, outstanding: Decimal) -> dict[str, Decimal]:
+        ratio = (amount / outstanding).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+        return {"amount": amount, "ratio": ratio}
+
+    return {
+        currency: {
+            "outstanding_principal": outstanding,
+            "loans": loans,
+            "par_30": at_risk(par_30, outstanding),
+            "par_90": at_risk(par_90, outstanding),
+        }
+        for currency, loans, outstanding, par_30, par_90 in rows
     }
 
 
@@ -63,7 +101,8 @@ async def _create(client: httpx.AsyncClient, rng: random.Random) -> None:
     response = await client.post(
         "/api/loans",
         content=f'{{"borrower_id": "b{rng.randrange(5)}", "amount": {amount},'
-        f' "currency": "{currency}"}}',
+        f' "currency": "{currency}", "term_months": {rng.randrange(1, 13)},'
+        f' "interest_rate_apr": {rng.randrange(0, 40)}}}',
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 201, response.text
@@ -76,6 +115,26 @@ async def _transition(client: httpx.AsyncClient, session: AsyncSession, rng: ran
         assert response.status_code in (200, 409)
 
 
+async def _pay(client: httpx.AsyncClient, session: AsyncSession, rng: random.Random) -> None:
+    # A payment on a disbursed loan that has a schedule: it moves the loan's outstanding
+    # principal and oldest unpaid due date, or repays it.
+    rows = await session.execute(
+        text(
+            "SELECT id, currency FROM loans WHERE status = 'disbursed'"
+            " AND term_months IS NOT NULL AND interest_rate_apr IS NOT NULL ORDER BY id"
+        )
+    )
+    loans = rows.all()
+    if loans:
+        loan_id, currency = rng.choice(loans)
+        amount = rng.randrange(1, 2_000_000) / (1 if currency == "VND" else 100)
+        response = await client.post(
+            f"/api/loans/{loan_id}/repayments",
+            json={"amount": f"{amount:.{0 if currency == 'VND' else 2}f}"},
+        )
+        assert response.status_code in (201, 422), response.text
+
+
 async def _sql_update(session: AsyncSession, rng: random.Random) -> None:
     # Several rows at once, across keys: amounts, currencies, and statuses in bulk.
     statement = rng.choice(
@@ -85,6 +144,15 @@ async def _sql_update(session: AsyncSession, rng: random.Random) -> None:
             "UPDATE loans SET status = 'rejected', updated_at = created_at"
             " WHERE status IN ('pending', 'approved')",
             "UPDATE loans SET borrower_id = borrower_id || 'x'",
+            # Disbursed loans made long ago, with a schedule: some fall more than 30 or 90 days
+            # behind, and some have paid part of their principal.
+            "UPDATE loans SET term_months = 6, interest_rate_apr = 10,"
+            " created_at = created_at - interval '100 days',"
+            " disbursed_at = disbursed_at - (amount::int % 150) * interval '1 day'"
+            " WHERE status = 'disbursed'",
+            "UPDATE loans SET outstanding_principal = amount / 2,"
+            " oldest_unpaid_due = (disbursed_at AT TIME ZONE 'UTC')::date + (amount::int % 200)"
+            " WHERE status = 'disbursed'",
         ]
     )
     await session.execute(text(statement))
@@ -114,11 +182,14 @@ async def test_stats_equal_a_full_scan_after_any_sequence_of_changes(
     client: httpx.AsyncClient, session: AsyncSession, seed: int
 ) -> None:
     rng = random.Random(seed)
-    for _ in range(30):
+    for _ in range(40):
         operation = rng.choices(
-            ["create", "transition", "update", "delete", "bulk"], weights=[8, 8, 2, 2, 1]
+            ["create", "transition", "update", "delete", "bulk", "pay"],
+            weights=[8, 10, 3, 2, 1, 6],
         )[0]
-        if operation == "create":
+        if operation == "pay":
+            await _pay(client, session, rng)
+        elif operation == "create":
             await _create(client, rng)
         elif operation == "transition":
             await _transition(client, session, rng)

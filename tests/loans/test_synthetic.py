@@ -1,18 +1,21 @@
 """Synthetic loans are rows the API itself could have written."""
 
+import json
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 
 from branchloans.currencies import MINOR_UNITS
 from branchloans.loans.models import MAX_AMOUNT
+from branchloans.loans.servicing import Allocated
 from branchloans.loans.synthetic import (
     BATCH_SIZE,
     EVENT_COLUMNS,
     LOAN_COLUMNS,
+    REPAYMENT_COLUMNS,
     Plan,
     generate_batch,
 )
@@ -94,3 +97,45 @@ def test_same_plan_gives_the_same_loans_with_fresh_ids() -> None:
 def test_ids_are_version_4_uuids(loans: list[dict[str, str | None]]) -> None:
     for loan in loans[:200]:
         assert uuid.UUID(loan["id"] or "").version == 4
+
+
+def test_payment_histories_allocate_each_payment_whole_and_leave_the_loans_balances() -> None:
+    batch = generate_batch(PLAN, 0)  # ids are fresh in each batch generated
+    loans = rows(batch.loans, LOAN_COLUMNS)
+    payments = rows(batch.repayments, REPAYMENT_COLUMNS)
+    by_loan: dict[str | None, list[dict[str, str | None]]] = {}
+    for payment in payments:
+        by_loan.setdefault(payment["loan_id"], []).append(payment)
+        parts = [Allocated.of_json(part) for part in json.loads(payment["allocation"] or "")]
+        assert Decimal(payment["amount"] or "") == sum(
+            (part.interest + part.principal for part in parts), Decimal(0)
+        )
+    for loan in loans:
+        paid = sum(
+            (
+                part.principal
+                for payment in by_loan.get(loan["id"], [])
+                for part in map(Allocated.of_json, json.loads(payment["allocation"] or ""))
+            ),
+            Decimal(0),
+        )
+        if loan["outstanding_principal"] is not None:
+            assert Decimal(loan["amount"] or "") - paid == Decimal(loan["outstanding_principal"])
+        if loan["status"] == "repaid" and loan["outstanding_principal"] is not None:
+            assert Decimal(loan["outstanding_principal"]) == 0
+
+
+def test_loans_being_repaid_are_current_late_and_far_behind(
+    loans: list[dict[str, str | None]],
+) -> None:
+    today = datetime.fromtimestamp(PLAN.end, UTC).date()
+    overdue = [
+        (today - date.fromisoformat(loan["oldest_unpaid_due"] or "")).days
+        for loan in loans
+        if loan["status"] == "disbursed" and loan["oldest_unpaid_due"] is not None
+    ]
+
+    assert any(days <= 0 for days in overdue)
+    assert any(0 < days <= 30 for days in overdue)
+    assert any(30 < days <= 90 for days in overdue)
+    assert any(days > 90 for days in overdue)

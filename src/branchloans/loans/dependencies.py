@@ -1,6 +1,7 @@
 """What the loans endpoints take from a request: who calls, and the headers and cursor they
 send, each checked (a 422 names what is wrong)."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import structlog
@@ -82,3 +83,15 @@ async def cursor_position(
 
 
 CursorDep = Annotated[Position | None, Depends(cursor_position)]
+
+
+async def utc_now() -> datetime:
+    """The current time (UTC): when a payment without `paid_at` was made, and what "today" is
+    for arrears. A dependency, so a test can fix the clock.
+
+    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
+    """
+    return datetime.now(UTC)
+
+
+NowDep = Annotated[datetime, Depends(utc_now)]

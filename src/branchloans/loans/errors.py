@@ -59,3 +59,38 @@ class LoanChangedError(ProblemError):
 def etag(version: int) -> str:
     """The strong entity tag of a loan at `version`."""
     return f'"{version}"'
+
+
+class RepaymentNotAllowedError(ProblemError):
+    """Payments are taken only on a disbursed loan."""
+
+    def __init__(self, current: LoanStatus) -> None:
+        super().__init__(
+            409,
+            f"Cannot record a payment on a loan that is {current}; only a disbursed loan "
+            "takes payments.",
+            slug="repayment-not-allowed",
+            title="Repayment not allowed",
+            current_status=current.value,
+        )
+
+
+class PaymentRefusedError(ProblemError):
+    """A payment the loan cannot take as sent: too many decimals, too much, or a bad time."""
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(422, detail, slug="payment-refused", title="Payment refused", **extensions)
+
+
+class NothingPastDueError(ProblemError):
+    """A default needs a payment past due."""
+
+    def __init__(self, loan_id: uuid.UUID) -> None:
+        super().__init__(
+            409,
+            f"Loan {loan_id} has no payment past due; only a loan in arrears can be defaulted.",
+            slug="nothing-past-due",
+            title="Nothing past due",
+            current_status=LoanStatus.DISBURSED.value,
+            days_past_due=0,
+        )

@@ -1,18 +1,18 @@
 """Reading many loans: keyset-paged listings and portfolio statistics."""
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, bindparam, func, select, text, tuple_
+from sqlalchemy import BigInteger, Date, Select, bindparam, func, select, text, tuple_
 
 from branchloans.db import Queries, Statement
 from branchloans.loans.cursor import Position
-from branchloans.loans.models import Loan, LoanStatus, LoanTotal
+from branchloans.loans.models import Loan, LoanArrears, LoanStatus, LoanTotal
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow
-from branchloans.loans.schemas import CENT, LoanStats
+from branchloans.loans.schemas import CENT, AtRisk, LoanStats, PortfolioAtRisk
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,65 @@ def stats_query() -> Select[*tuple[Any, ...]]:
 
 
 _STATS = Statement.compile(stats_query())
+# Days an instalment is overdue beyond which its loan counts in each portfolio-at-risk figure.
+PAR_DAYS = (30, 90)
+_RATIO = Decimal("0.0001")
 
 
-async def get_stats(queries: Queries) -> LoanStats:
+def arrears_query() -> Select[*tuple[Any, ...]]:
+    """Per currency: disbursed loans, their outstanding principal, and the part of it whose
+    oldest unpaid instalment fell due before each cut-off day, from the trigger-kept arrears."""
+    outstanding = LoanArrears.outstanding_principal
+    at_risk = [
+        func.coalesce(
+            func.sum(outstanding).filter(
+                LoanArrears.oldest_unpaid_due < bindparam(f"cutoff_{days}", type_=Date)
+            ),
+            0,
+        )
+        for days in PAR_DAYS
+    ]
+    return (
+        select(
+            LoanArrears.currency,
+            func.sum(LoanArrears.loans).cast(BigInteger),
+            func.sum(outstanding),
+            *at_risk,
+        )
+        .group_by(LoanArrears.currency)
+        .order_by(LoanArrears.currency)
+    )
+
+
+_ARREARS = Statement.compile(arrears_query())
+
+
+def _at_risk(amount: Decimal, outstanding: Decimal) -> AtRisk:
+    ratio = amount / outstanding if outstanding else Decimal(0)
+    return AtRisk(amount=amount, ratio=ratio.quantize(_RATIO, rounding=ROUND_HALF_EVEN))
+
+
+async def get_portfolio_at_risk(queries: Queries, today: date) -> dict[str, PortfolioAtRisk]:
+    """Per currency with disbursed loans: outstanding principal, PAR30 and PAR90 as of `today`.
+
+    A loan is at risk beyond N days when its oldest unpaid instalment fell due more than N days
+    before `today`. Read from `loan_arrears`: one row per currency and due date, whatever the
+    number of loans.
+    """
+    cutoffs = {f"cutoff_{days}": today - timedelta(days=days) for days in PAR_DAYS}
+    book: dict[str, PortfolioAtRisk] = {}
+    for currency, loans, outstanding, par_30, par_90 in await queries.fetch(_ARREARS, **cutoffs):
+        if loans:
+            book[currency] = PortfolioAtRisk(
+                outstanding_principal=outstanding,
+                loans=loans,
+                par_30=_at_risk(par_30, outstanding),
+                par_90=_at_risk(par_90, outstanding),
+            )
+    return book
+
+
+async def get_stats(queries: Queries, today: date | None = None) -> LoanStats:
     """Counts and totals over all loans, by status and by currency.
 
     Read from `loan_totals`, which triggers keep exact as loans change: the cost depends
@@ -152,4 +208,5 @@ async def get_stats(queries: Queries) -> LoanStats:
         by_status=by_status,
         by_currency=dict(sorted(by_currency.items())),
         amount_by_currency=dict(sorted(amount_by_currency.items())),
+        at_risk_by_currency=await get_portfolio_at_risk(queries, today or datetime.now(UTC).date()),
     )

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from branchloans.db import Database, Queries
 from branchloans.loans.listing import get_stats
 from branchloans.loans.models import LoanStatus
+from branchloans.loans.schemas import PortfolioAtRisk
 from branchloans.observability.metrics import Metrics, ScrapeFigures
 from branchloans.state import app_state
 
@@ -38,6 +39,24 @@ class LoanMetrics:
             registry=registry,
         )
 
+        self.repayments = Counter(
+            "repayments_received_total",
+            "Payments recorded on loans (committed), by currency.",
+            ["currency"],
+            registry=registry,
+        )
+        self.repaid_amount = Counter(
+            "repayments_received_amount_total",
+            "Amount of the payments recorded (committed), in units of their currency.",
+            ["currency"],
+            registry=registry,
+        )
+
+    def repayment_received(self, currency: str, amount: Decimal) -> None:
+        """Count a payment whose transaction has committed."""
+        self.repayments.labels(currency).inc()
+        self.repaid_amount.labels(currency).inc(float(amount))
+
     def loan_created(self, currency: str, amount: Decimal) -> None:
         """Count a loan whose transaction has committed."""
         self.created.labels(currency).inc()
@@ -51,7 +70,8 @@ async def count_loans_by_status(queries: Queries) -> dict[LoanStatus, int]:
 
 
 class LoanFigures(ScrapeFigures):
-    """`loans_by_status` and `database_up`, read at scrape time and reused for a few seconds.
+    """`loans_by_status`, the outstanding principal and PAR30 per currency, and `database_up`,
+    read at scrape time and reused for a few seconds.
 
     Every worker reads the same rows, so the figures are right with any number of workers
     and right after a restart. When the read fails, `database_up` is 0 and `loans_by_status`
@@ -60,6 +80,7 @@ class LoanFigures(ScrapeFigures):
 
     def __init__(self) -> None:
         self._by_status: dict[LoanStatus, int] | None = None
+        self._book: dict[str, PortfolioAtRisk] = {}
         self._read_at: float | None = None
 
     async def refresh(self, database: Database, *, max_age: float, seconds: float) -> None:
@@ -68,10 +89,11 @@ class LoanFigures(ScrapeFigures):
             return
         try:
             async with asyncio.timeout(seconds):
-                self._by_status = await count_loans_by_status(database)
+                stats = await get_stats(database)
+            self._by_status, self._book = stats.by_status, stats.at_risk_by_currency
         except Exception as error:
             logger.warning("database figures unavailable", error=repr(error))
-            self._by_status = None
+            self._by_status, self._book = None, {}
         self._read_at = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
@@ -90,6 +112,30 @@ class LoanFigures(ScrapeFigures):
             for status, loans in self._by_status.items():
                 by_status.add_metric([status.value], loans)
             yield by_status
+            yield from self._book_figures()
+
+    def _book_figures(self) -> Iterator[Metric]:
+        outstanding = GaugeMetricFamily(
+            "loans_outstanding_principal",
+            "Principal not yet repaid of disbursed loans, in units of their currency.",
+            labels=["currency"],
+        )
+        par_30 = GaugeMetricFamily(
+            "loans_par30_ratio",
+            "Portfolio at risk 30: the share of the outstanding principal in loans with a "
+            "payment more than 30 days overdue (0 to 1).",
+            labels=["currency"],
+        )
+        par_30_amount = GaugeMetricFamily(
+            "loans_par30_amount",
+            "Outstanding principal of loans with a payment more than 30 days overdue.",
+            labels=["currency"],
+        )
+        for currency, book in self._book.items():
+            outstanding.add_metric([currency], float(book.outstanding_principal))
+            par_30.add_metric([currency], float(book.par_30.ratio))
+            par_30_amount.add_metric([currency], float(book.par_30.amount))
+        yield from (outstanding, par_30, par_30_amount)
 
 
 @cache  # once per application's metrics: a metric is registered once

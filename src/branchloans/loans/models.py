@@ -1,14 +1,16 @@
 """The `loans` table and the `loan_events` history of each loan."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     CHAR,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Uuid,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from branchloans.db import Base
@@ -44,6 +47,7 @@ class LoanStatus(StrEnum):
 
 _STATUSES = ", ".join(f"'{status}'" for status in LoanStatus)
 REASON_MAX_LENGTH = 500
+REFERENCE_MAX_LENGTH = 128
 
 
 def _status_type() -> Enum:
@@ -80,6 +84,10 @@ class Loan(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     disbursed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Kept by the service as payments are recorded (NULL before disbursement): what is left of
+    # the principal, and the due date of the oldest instalment not yet fully paid.
+    outstanding_principal: Mapped[Decimal | None] = mapped_column(Numeric)
+    oldest_unpaid_due: Mapped[date | None] = mapped_column(Date)
 
     __table_args__ = (
         CheckConstraint(f"amount > 0 AND amount <= {MAX_AMOUNT}", name="amount_range"),
@@ -150,6 +158,8 @@ class LoanEvent(Base):
     reason: Mapped[str | None] = mapped_column(String(REASON_MAX_LENGTH))
     request_id: Mapped[str | None] = mapped_column(String(128))
     actor: Mapped[str | None] = mapped_column(String(128))
+    # A repayment's amount, or the outstanding amount a default writes off; else NULL.
+    amount: Mapped[Decimal | None] = mapped_column(Numeric)
     occurred_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.clock_timestamp()
     )
@@ -160,3 +170,51 @@ class LoanEvent(Base):
             f"from_status IS NULL OR from_status IN ({_STATUSES})", name="from_status_known"
         ),
     )
+
+
+class Repayment(Base):
+    """A payment received on a disbursed loan and how it was allocated to the schedule.
+
+    `allocation` lists, per instalment, the interest and principal the payment paid (amounts
+    as decimal strings); `interest` and `principal` are their sums, which add up to `amount`.
+    """
+
+    __tablename__ = "repayments"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    loan_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("loans.id", ondelete="CASCADE"), index=True
+    )
+    amount: Mapped[Decimal] = mapped_column(Numeric)
+    interest: Mapped[Decimal] = mapped_column(Numeric)
+    principal: Mapped[Decimal] = mapped_column(Numeric)
+    allocation: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    paid_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reference: Mapped[str | None] = mapped_column(String(REFERENCE_MAX_LENGTH))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    actor: Mapped[str | None] = mapped_column(String(128))
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+
+    __table_args__ = (
+        CheckConstraint("amount > 0 AND amount = interest + principal", name="amount_allocated"),
+        CheckConstraint("interest >= 0 AND principal >= 0", name="parts_not_negative"),
+    )
+
+
+class LoanArrears(Base):
+    """Disbursed loans and their outstanding principal, per currency and oldest unpaid due date.
+
+    Kept by statement-level triggers on `loans` (migration 0008), like `loan_totals`, so the
+    portfolio at risk as of any day is a sum over at most a few thousand rows (one per
+    currency and day), whatever the number of loans. `infinity` stands for a loan without a
+    schedule (no term or rate).
+    """
+
+    __tablename__ = "loan_arrears"
+
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    oldest_unpaid_due: Mapped[date] = mapped_column(Date, primary_key=True)
+    loans: Mapped[int] = mapped_column(BigInteger)
+    outstanding_principal: Mapped[Decimal] = mapped_column(Numeric)

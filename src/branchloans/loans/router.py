@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 
 from branchloans.db import Database, Transaction
 from branchloans.idempotency.service import run_once
-from branchloans.loans import listing, service
+from branchloans.loans import listing, repayments, service
 from branchloans.loans.cursor import Position, encode_cursor
 from branchloans.loans.dependencies import (
     READ,
@@ -18,6 +18,7 @@ from branchloans.loans.dependencies import (
     IdempotencyKeyHeader,
     IfMatchHeader,
     ManagerDep,
+    NowDep,
     WriterDep,
     change_context,
     entity_tags,
@@ -28,13 +29,13 @@ from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.listing import LoanFilter
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, LoanStatus
+from branchloans.loans.repayment_schemas import ServicedSchedule
 from branchloans.loans.rows import VersionedLoan
 from branchloans.loans.schemas import (
     Currency,
     LoanCreate,
     LoanEventRead,
     LoanRead,
-    LoanSchedule,
     LoanStats,
     TransitionRequest,
 )
@@ -176,7 +177,7 @@ async def get_loan(
 
 @router.get(
     "/loans/{loan_id}/schedule",
-    response_model=LoanSchedule,
+    response_model=ServicedSchedule,
     summary="Repayment schedule of a loan",
     dependencies=READ,
     responses={
@@ -187,7 +188,7 @@ async def get_loan(
         ),
     },
 )
-async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
+async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep, now: NowDep) -> JSONResponse:
     """Equal monthly instalments repaying the loan, exact to its currency's minor unit.
 
     Each row gives the due date, the payment, its principal and interest parts, and the
@@ -195,8 +196,13 @@ async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep) -> JSONRespons
     Instalment k is due k months after the day (UTC) the loan was disbursed (created, before
     disbursement), on the same day of the month or the month's last day. The last instalment
     absorbs the rounding, so the principal parts sum to the amount and the balance ends at zero.
+
+    Each instalment also shows what payments have `paid` of it, what is `remaining` and whether
+    it is `overdue` (due before today, UTC, and not fully paid); the loan's
+    `outstanding_principal`, `payoff_amount` and `days_past_due` are as of today.
     """
-    return JSONResponse((await service.get_schedule(database, loan_id)).model_dump())
+    schedule = await repayments.serviced_schedule(database, loan_id, now.date())
+    return JSONResponse(schedule.model_dump())
 
 
 @router.post(
@@ -321,8 +327,8 @@ class LoanActionRequest:
     async def take(self, action: LoanAction) -> Response:
         """Lock the loan, check the action applies, change it and record the event."""
 
-        async def transition(transaction: Transaction) -> Response:
-            loan = await service.transition_loan(
+        async def transition(transaction: Transaction) -> VersionedLoan:
+            return await service.transition_loan(
                 transaction,
                 self.loan_id,
                 action,
@@ -330,10 +336,17 @@ class LoanActionRequest:
                 reason=self.reason,
                 expected_versions=self.expected_versions,
             )
-            return _loan_response(loan)
+
+        return await self.run(transition)
+
+    async def run(self, change: Callable[[Transaction], Awaitable[VersionedLoan]]) -> Response:
+        """`change` as the request's unit of work, answering with the changed loan."""
+
+        async def respond(transaction: Transaction) -> Response:
+            return _loan_response(await change(transaction))
 
         return await _write(
-            self.request, self.database, self.idempotency_key, self.context.scope, transition
+            self.request, self.database, self.idempotency_key, self.context.scope, respond
         )
 
 
@@ -390,12 +403,31 @@ async def repay(action: LoanActionDep) -> Response:
 
 
 @router.post(**_action_route(LoanAction.DEFAULT))
-async def default(action: LoanActionDep) -> Response:
-    """Mark a disbursed loan defaulted."""
-    return await action.take(LoanAction.DEFAULT)
+async def default(action: LoanActionDep, now: NowDep) -> Response:
+    """Write off a disbursed loan with a payment past due; the event records the outstanding
+    amount (the payoff amount of the day). A loan with nothing past due answers 409."""
+
+    async def write_off(transaction: Transaction) -> VersionedLoan:
+        return await repayments.default_loan(
+            transaction,
+            action.loan_id,
+            action.context,
+            now.date(),
+            reason=action.reason,
+            expected_versions=action.expected_versions,
+        )
+
+    return await action.run(write_off)
 
 
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
-async def get_stats(database: DatabaseDep) -> JSONResponse:
-    """Loan counts and amounts, overall, by status and by currency."""
-    return JSONResponse((await listing.get_stats(database)).model_dump())
+async def get_stats(database: DatabaseDep, now: NowDep) -> JSONResponse:
+    """Loan counts and amounts, overall, by status and by currency; per currency, the
+    outstanding principal of disbursed loans and the portfolio at risk.
+
+    PAR30 (PAR90) is the outstanding principal of the disbursed loans whose oldest unpaid
+    instalment fell due more than 30 (90) days before today (UTC), and its ratio to the
+    currency's outstanding principal. Read from totals that triggers keep per currency and
+    oldest unpaid due date: the cost does not grow with the number of loans.
+    """
+    return JSONResponse((await listing.get_stats(database, now.date())).model_dump())

@@ -226,6 +226,30 @@ class LoanRead(BaseModel):
     disbursed_at: datetime | None = Field(description="When the money went out; null before.")
 
 
+class AtRisk(BaseModel):
+    """The outstanding principal of loans overdue beyond a number of days, and its share."""
+
+    amount: DecimalNumber = Field(
+        description="Outstanding principal of the disbursed loans with an instalment unpaid "
+        "for more than this many days."
+    )
+    ratio: DecimalNumber = Field(
+        description="`amount` over the currency's outstanding principal, 4 decimals (0 when "
+        "nothing is outstanding)."
+    )
+
+
+class PortfolioAtRisk(BaseModel):
+    """A currency's book: what is outstanding, and how much of it is at risk (PAR)."""
+
+    outstanding_principal: DecimalNumber = Field(
+        description="Principal not yet repaid over every disbursed loan."
+    )
+    loans: int = Field(description="Disbursed loans.")
+    par_30: AtRisk = Field(description="Loans with a payment more than 30 days overdue.")
+    par_90: AtRisk = Field(description="Loans with a payment more than 90 days overdue.")
+
+
 class LoanStats(BaseModel):
     """Portfolio totals."""
 
@@ -260,6 +284,11 @@ class LoanStats(BaseModel):
     by_status: dict[LoanStatus, int] = Field(description="Every status, with zero where none.")
     by_currency: dict[str, int]
     amount_by_currency: dict[str, DecimalNumber]
+    at_risk_by_currency: dict[str, PortfolioAtRisk] = Field(
+        default_factory=dict,
+        description="Per currency with disbursed loans: the outstanding principal and the "
+        "portfolio at risk, as of today (UTC).",
+    )
 
 
 class TransitionRequest(BaseModel):
@@ -306,6 +335,11 @@ class LoanEventRead(BaseModel):
     reason: str | None
     request_id: str | None
     actor: str | None = Field(description="Who acted, when the request was authenticated.")
+    amount: DecimalNumber | None = Field(
+        default=None,
+        description="For a repayment, the amount paid; for a default, the outstanding amount "
+        "written off (payoff amount on the day); else null.",
+    )
     occurred_at: datetime
 
 

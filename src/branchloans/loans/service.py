@@ -4,8 +4,9 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
-from sqlalchemy import String, bindparam, func, insert, select, update
+from sqlalchemy import Numeric, String, bindparam, func, insert, select, update
 
 from branchloans.db import Queries, Statement, Transaction
 from branchloans.loans.errors import (
@@ -19,7 +20,12 @@ from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.models import Loan, LoanEvent, LoanStatus
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
-from branchloans.loans.schemas import LoanCreate, LoanEventRead, LoanSchedule
+from branchloans.loans.schemas import (
+    LoanCreate,
+    LoanEventRead,
+    LoanSchedule,
+    RepaymentSchedule,
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def _change_statement(disburses: bool) -> Statement:
         .cte("changed")
     )
     event = insert(LoanEvent).from_select(
-        ["loan_id", "from_status", "to_status", "reason", "request_id", "actor"],
+        ["loan_id", "from_status", "to_status", "reason", "request_id", "actor", "amount"],
         select(
             changed.c.id,
             bindparam("from_status", type_=String),
@@ -100,6 +106,7 @@ def _change_statement(disburses: bool) -> Statement:
             bindparam("reason", type_=String),
             bindparam("request_id", type_=String),
             bindparam("actor", type_=String),
+            bindparam("amount", type_=Numeric),
         ),
     )
     return Statement.compile(select(changed).add_cte(event.cte("event")))
@@ -147,13 +154,14 @@ async def transition_loan(
     *,
     reason: str | None = None,
     expected_versions: Collection[int] | None = None,
+    amount: Decimal | None = None,
 ) -> VersionedLoan:
     """Apply `action` to the loan and record the event, in the caller's transaction.
 
     The row is locked first, so of two concurrent actions the second sees the first's
     result: one succeeds, the other gets `TransitionNotAllowedError`, nothing is lost.
     With `expected_versions` (from If-Match), a loan at any other version raises
-    `LoanChangedError` instead.
+    `LoanChangedError` instead. `amount` is written on the event (what a default writes off).
     """
     current = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
     if current is None:
@@ -172,6 +180,7 @@ async def transition_loan(
         reason=reason,
         request_id=context.request_id,
         actor=context.actor,
+        amount=amount,
     )
     assert row is not None
     return VersionedLoan.of(row)
@@ -199,6 +208,11 @@ async def get_schedule(queries: Queries, loan_id: uuid.UUID) -> LoanSchedule:
     exactly.
     """
     loan = (await read_loan(queries, loan_id)).loan
+    return LoanSchedule(loan_id=loan_id, **dict(schedule_of(loan)))
+
+
+def schedule_of(loan: LoanRow) -> RepaymentSchedule:
+    """The loan's repayment schedule; `ScheduleUnavailableError` when it cannot have one."""
     term, apr = loan.term_months, loan.interest_rate_apr
     if term is None or apr is None:
         missing = [
@@ -207,14 +221,13 @@ async def get_schedule(queries: Queries, loan_id: uuid.UUID) -> LoanSchedule:
             if value is None
         ]
         raise ScheduleUnavailableError(
-            f"Loan {loan_id} has no {' and no '.join(missing)}; "
+            f"Loan {loan.id} has no {' and no '.join(missing)}; "
             "a schedule needs both term_months and interest_rate_apr.",
             missing=missing,
         )
     try:
-        schedule = build_schedule(loan.amount, loan.currency, term, apr, schedule_start(loan))
+        return build_schedule(loan.amount, loan.currency, term, apr, schedule_start(loan))
     except UnpayableAmountError as error:
         raise ScheduleUnavailableError(
-            f"Loan {loan_id} cannot be scheduled exactly: {error}."
+            f"Loan {loan.id} cannot be scheduled exactly: {error}."
         ) from error
-    return LoanSchedule(loan_id=loan_id, **dict(schedule))

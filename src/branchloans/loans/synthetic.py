@@ -7,6 +7,13 @@ or repaid, some pending, approved, rejected or defaulted. `updated_at` is when t
 reached its status and `disbursed_at` is set exactly for disbursed, repaid and defaulted
 loans, between creation and that last change.
 
+Paid-out loans with a schedule get a payment history (see `payment_history`): repaid loans
+paid their instalments and then their payoff, defaulted ones paid some and stopped, and loans
+still being repaid pay on time, late, partly, or stopped months ago, so that the outstanding
+principal and the portfolio at risk look like a living book. Each payment is allocated as the
+API allocates it, and the loan's outstanding principal and oldest unpaid due date are written
+with it (the triggers then keep `loan_arrears`).
+
 Each loan gets one event, as `branchloans seed` and migration 0002 record a loan whose
 earlier history is unknown: from no status to its current one, at `updated_at`, and the loan
 is at version 1. A full event trail would triple the events and, with one foreign-key check
@@ -19,16 +26,20 @@ triggers on `loans` keep `loan_totals` exact as they go.
 
 import asyncio
 import io
+import json
 import math
 import os
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from branchloans.currencies import MINOR_UNITS
 from branchloans.loans.models import MAX_AMOUNT, LoanStatus
+from branchloans.loans.schedule import build_schedule, minor_unit
+from branchloans.loans.servicing import Allocated, Ledger
 
 LOAN_COLUMNS = (
     "id",
@@ -41,7 +52,10 @@ LOAN_COLUMNS = (
     "created_at",
     "updated_at",
     "disbursed_at",
+    "outstanding_principal",
+    "oldest_unpaid_due",
 )
+REPAYMENT_COLUMNS = ("loan_id", "amount", "interest", "principal", "allocation", "paid_at")
 EVENT_COLUMNS = ("loan_id", "to_status", "reason", "occurred_at")
 EVENT_REASON = "synthetic demo data"
 NULL = "\\N"
@@ -103,6 +117,7 @@ class Batch:
     size: int
     loans: bytes
     events: bytes
+    repayments: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,78 @@ def _uuid4s(count: int) -> list[str]:
     ]
 
 
+# How the borrowers of loans still being repaid behave: most pay each instalment on time, some
+# have missed the latest one or two, some paid part of one and stopped, some stopped long ago.
+BEHAVIOUR_WEIGHTS = {"on_time": 60, "late": 20, "partial": 10, "stopped": 10}
+_BEHAVIOURS = list(BEHAVIOUR_WEIGHTS)
+_BEHAVIOUR_WEIGHTS = list(BEHAVIOUR_WEIGHTS.values())
+_DAY = 86_400.0
+
+
+def _midnight(day: date) -> float:
+    return datetime.combine(day, datetime.min.time(), UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class PaidOut:
+    """A loan that was disbursed: what it is, when it went out, and until when it was paid."""
+
+    amount: str
+    currency: str
+    term: int
+    rate: str
+    disbursed: float
+    until: float
+
+
+def payment_history(
+    rng: random.Random, loan: PaidOut, status: str
+) -> tuple[list[tuple[Decimal, float, list[Allocated]]], Ledger]:
+    """The payments of one paid-out loan, each allocated, and the ledger they leave.
+
+    A repaid loan paid each instalment until it was repaid, then its payoff amount; a defaulted
+    one paid some and stopped; a disbursed one pays as its borrower behaves, but never its last
+    instalment (it would be repaid). An instalment is paid within a few days of falling due
+    (within 20 for late payers).
+    """
+    schedule = build_schedule(
+        Decimal(loan.amount),
+        loan.currency,
+        loan.term,
+        Decimal(loan.rate),
+        datetime.fromtimestamp(loan.disbursed, UTC).date(),
+    )
+    ledger = Ledger(schedule.instalments)
+    due = [row for row in schedule.instalments if _midnight(row.due_date) < loan.until]
+    behaviour = "on_time"
+    if status == "disbursed":
+        behaviour = rng.choices(_BEHAVIOURS, weights=_BEHAVIOUR_WEIGHTS)[0]
+        missed = {"on_time": 0, "late": rng.randint(1, 2), "partial": 1, "stopped": 4}[behaviour]
+        due = due[: max(0, min(len(due) - missed, loan.term - 1))]
+    elif status == "defaulted":
+        due = due[: rng.randint(0, max(0, len(due) - 3))]
+    planned: list[tuple[Decimal, float]] = []
+    for row in due:
+        delay = rng.random() * (20 if behaviour == "late" else 3) * _DAY
+        planned.append(
+            (row.payment, max(min(_midnight(row.due_date) + delay, loan.until), loan.disbursed))
+        )
+    if behaviour == "partial" and len(due) < loan.term - 1:
+        half = (schedule.instalments[len(due)].payment / 2).quantize(minor_unit(loan.currency))
+        planned.append((half, max(loan.until - rng.random() * _DAY, loan.disbursed)))
+    # Each instalment is paid once, in order, on or after its due date: never beyond the payoff.
+    payments = [
+        (amount, paid_at, ledger.allocate(amount, datetime.fromtimestamp(paid_at, UTC).date()))
+        for amount, paid_at in planned
+        if amount > 0  # a schedule may end on instalments of zero
+    ]
+    if status == "repaid" and ledger.outstanding_principal:
+        on = datetime.fromtimestamp(loan.until, UTC).date()
+        payoff = ledger.payoff_amount(on)
+        payments.append((payoff, loan.until, ledger.allocate(payoff, on)))
+    return payments, ledger
+
+
 _STATUSES = [status.value for status in STATUS_WEIGHTS]
 _STATUS_WEIGHTS = list(STATUS_WEIGHTS.values())
 _MARKET_WEIGHTS = [market.weight for market in MARKETS]
@@ -167,7 +254,9 @@ def generate_batch(plan: Plan, index: int) -> Batch:
     markets = rng.choices(MARKETS, weights=_MARKET_WEIGHTS, k=size)
     statuses = rng.choices(_STATUSES, weights=_STATUS_WEIGHTS, k=size)
     terms = rng.choices(_TERMS, weights=_TERM_WEIGHTS, k=size)
-    loans, events = [], []
+    loans: list[str] = []
+    events: list[str] = []
+    repayments: list[str] = []
     for offset, (loan_id, market, status, term) in enumerate(
         zip(_uuid4s(size), markets, statuses, terms, strict=True), start
     ):
@@ -178,15 +267,38 @@ def generate_batch(plan: Plan, index: int) -> Batch:
             _utc(created + (changed - created) * uniform()) if status in _PAID_OUT else NULL
         )
         rate = 800 + int(uniform() * 3700)
+        amount = _amount(rng, market)
+        has_term, has_rate = uniform() < 0.95, uniform() < 0.95
+        rate_text = f"{rate // 100}.{rate % 100:02d}"
+        outstanding, oldest = NULL, NULL
+        if status in _PAID_OUT and has_term and has_rate:
+            disbursed = datetime.fromisoformat(disbursed_at).timestamp()
+            until = plan.end if status == "disbursed" else changed
+            history, ledger = payment_history(
+                rng,
+                PaidOut(amount, market.currency, term, rate_text, disbursed, until),
+                status,
+            )
+            for paid, paid_at, parts in history:
+                repayments.append(
+                    f"{loan_id}\t{paid}\t{sum(p.interest for p in parts)}"
+                    f"\t{sum(p.principal for p in parts)}"
+                    f"\t{json.dumps([p.as_json() for p in parts])}\t{_utc(paid_at)}\n"
+                )
+            outstanding = str(ledger.outstanding_principal)
+            due = ledger.oldest_unpaid_due
+            oldest = due.isoformat() if due is not None else NULL
         loans.append(
             f"{loan_id}\tusr_{market.country}_{int(uniform() * borrowers):07d}"
-            f"\t{_amount(rng, market)}\t{market.currency}\t{status}"
-            f"\t{term if uniform() < 0.95 else NULL}"
-            f"\t{f'{rate // 100}.{rate % 100:02d}' if uniform() < 0.95 else NULL}"
-            f"\t{_utc(created)}\t{updated_at}\t{disbursed_at}\n"
+            f"\t{amount}\t{market.currency}\t{status}"
+            f"\t{term if has_term else NULL}"
+            f"\t{rate_text if has_rate else NULL}"
+            f"\t{_utc(created)}\t{updated_at}\t{disbursed_at}\t{outstanding}\t{oldest}\n"
         )
         events.append(f"{loan_id}\t{status}\t{EVENT_REASON}\t{updated_at}\n")
-    return Batch(size, "".join(loans).encode(), "".join(events).encode())
+    return Batch(
+        size, "".join(loans).encode(), "".join(events).encode(), "".join(repayments).encode()
+    )
 
 
 @dataclass(frozen=True)
@@ -252,7 +364,11 @@ async def load_synthetic_loans(connection: Any, count: int, seed: int | None = N
         rows: float = await connection.fetchval(
             "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'loans'::regclass"
         )
-        restore = await _set_aside(connection, ("loans", "loan_events")) if count >= rows else []
+        restore = (
+            await _set_aside(connection, ("loans", "loan_events", "repayments"))
+            if count >= rows
+            else []
+        )
         upcoming = asyncio.create_task(asyncio.to_thread(generate_batch, plan, 0))
         for index in plan.batches():
             batch = await upcoming
@@ -264,9 +380,12 @@ async def load_synthetic_loans(connection: Any, count: int, seed: int | None = N
             await connection.copy_to_table(
                 "loan_events", source=io.BytesIO(batch.events), columns=EVENT_COLUMNS
             )
+            await connection.copy_to_table(
+                "repayments", source=io.BytesIO(batch.repayments), columns=REPAYMENT_COLUMNS
+            )
         if restore:
             await connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for statement in restore:
             await connection.execute(statement)
-    await connection.execute("ANALYZE loans, loan_events, loan_totals")
+    await connection.execute("ANALYZE loans, loan_events, loan_totals, repayments, loan_arrears")
     return LoadReport(count, count, time.perf_counter() - started)
