@@ -139,7 +139,7 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
         raise RequestValidationError(
             [
                 {
-                    "type": "decimal_max_places",
+                    "type": "too_many_decimals",
                     "loc": ("body", "amount"),
                     "msg": message,
                     "input": application.amount,
