@@ -115,7 +115,7 @@ async def list_loans(
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Loans per page.")
     ] = DEFAULT_PAGE_SIZE,
 ) -> JSONResponse:
-    """Loans in the seed API's array shape, optionally filtered; filters combine.
+    """Loans, newest first, as a JSON array, optionally filtered; filters combine.
 
     A page holds at most `limit` loans. When more follow, the `Link` header names the next
     page (the same query with a `cursor`); a deep page costs what the first one costs.
