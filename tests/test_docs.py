@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
-from tests.support import LiveServer, create_key, live_server
+from tests.support import LiveServer, create_key, database_of_its_own, live_server
 
 CHROMIUM = "/usr/bin/chromium"
 # No first-run fetches of its own (component updates, sync, safe browsing lists).
@@ -25,12 +25,13 @@ TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def docs_server(committed_database_url: str) -> Iterator[tuple[LiveServer, str]]:
-    """The real server, requiring API keys, and a key with every scope."""
-    key = asyncio.run(create_key(committed_database_url))
-    env = {"DATABASE_URL": committed_database_url, "AUTH_REQUIRED": "true"}
-    with live_server(env) as server:
-        yield server, key
+def docs_server() -> Iterator[tuple[LiveServer, str]]:
+    """The real server, requiring API keys, and a key with every scope; the loan the test
+    makes goes to a database of its own."""
+    with database_of_its_own("docs") as url:
+        key = asyncio.run(create_key(url))
+        with live_server({"DATABASE_URL": url, "AUTH_REQUIRED": "true"}) as server:
+            yield server, key
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The README: short enough to read, and every `curl` of its tour works against a live server."""
 
-import asyncio
 import os
 import re
 import shlex
@@ -11,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
-from tests.support import LiveServer, live_server, throwaway_database_url
+from tests.support import LiveServer, database_of_its_own, live_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DOCUMENTED_URL = "http://127.0.0.1:8000"
@@ -40,17 +38,12 @@ def tour_commands() -> list[str]:
 @pytest.fixture(scope="module")
 def seeded_server() -> Iterator[LiveServer]:
     """`make run`'s server on a database of its own: the demo loans as seeded, untouched."""
-    url = throwaway_database_url("readme")
-    asyncio.run(create_database_if_missing(url))
-    try:
-        upgrade_to_head(url)
+    with database_of_its_own("readme") as url:
         env = {"DATABASE_URL": url}
         seed = [sys.executable, "-m", "branchloans.cli", "seed"]
         subprocess.run(seed, env={**os.environ, **env}, check=True, capture_output=True)
         with live_server(env) as server:
             yield server
-    finally:
-        asyncio.run(drop_database(url))
 
 
 def test_readme_fits_on_a_few_screens() -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.deploy.support import REPO, free_port, require
+from tests.support import database_of_its_own
 
 SCRIPT = REPO / "deploy" / "nginx" / "serve-https"
 STARTUP_SECONDS = 60
@@ -29,9 +30,9 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def serve_https(committed_database_url: str) -> Iterator[Running]:
+def serve_https() -> Iterator[Running]:
     require("nginx", "nginx")
-    with tempfile.TemporaryDirectory() as state:
+    with database_of_its_own("https") as database_url, tempfile.TemporaryDirectory() as state:
         running = Running(
             process=None,  # type: ignore[arg-type]
             https_port=free_port(),
@@ -45,7 +46,7 @@ def serve_https(committed_database_url: str) -> Iterator[Running]:
             "HTTPS_PORT": str(running.https_port),
             "HTTP_PORT": str(running.http_port),
             "HTTPS_DIR": state,
-            "DATABASE_URL": committed_database_url,
+            "DATABASE_URL": database_url,
             "PROMETHEUS_MULTIPROC_DIR": state,
         }
         with running.log.open("wb") as log:
