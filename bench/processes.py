@@ -69,6 +69,8 @@ class Bench:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # Scenario name prefix -> where that side's service answers, for before/after runs.
     services: dict[str, int] = field(default_factory=dict)
+    # The same service with development's defaults (console logs), beside the one measured.
+    development_port: int | None = None
     api_key: str = ""
 
     @property

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.processes import BASELINE, SERVICE_ENV, Bench, Result, log_problems
+from bench.scenarios import DEVELOPMENT_GET_BY_ID
 
 
 def machine() -> str:
@@ -64,6 +65,19 @@ def report(
                 f"- {stage}: get by id{suffix} at **{ours / ceiling:.2f}** of the ceiling"
                 f" ({ours:.0f} / {ceiling:.0f} req/s)"
             )
+        main = statistics.mean(result.rate for result in by_name["get by id"])
+        if DEVELOPMENT_GET_BY_ID in by_name:
+            console = statistics.mean(result.rate for result in by_name[DEVELOPMENT_GET_BY_ID])
+            print(
+                f"- {stage}: get by id with development's console logs at"
+                f" **{console / main:.2f}** of JSON logs ({console:.0f} / {main:.0f} req/s)"
+            )
+        health = statistics.mean(result.rate for result in by_name["health"])
+        liveness = statistics.mean(result.rate for result in by_name["liveness"])
+        print(
+            f"- {stage}: /health at **{health / liveness:.2f}** of /liveness"
+            f" ({health:.0f} / {liveness:.0f} req/s)"
+        )
         if "create, totals triggers off" in by_name:
             on = statistics.mean(result.rate for result in by_name["create"])
             off = statistics.mean(result.rate for result in by_name["create, totals triggers off"])

@@ -128,6 +128,16 @@ def _run(bench: Bench) -> int:
         baseline = bench.args.baseline.resolve()
         script = [str(baseline / ".venv" / "bin" / "branchloans")]
         workers[BASELINE] = _serve(bench, "baseline", script, baseline)
+    bench.development_port = free_port()
+    development = [*command("branchloans"), "serve", "--host", "127.0.0.1"]
+    start(
+        bench,
+        "development",
+        [*development, "--port", str(bench.development_port), "--workers", str(bench.args.workers)],
+        bench.development_port,
+        APP_ENV="development",
+        LOG_FORMAT="console",
+    )
     run_stage(bench, "5 loans", price_totals=False)
 
     existing = asyncio.run(targets(bench)).loans

@@ -24,6 +24,7 @@ from branchloans.loans.listing import (
 from branchloans.loans.models import LoanStatus
 
 GET_ID_SAMPLE = 1000
+DEVELOPMENT_GET_BY_ID = "get by id, development console logs"
 # Creates all in one currency: the worst case for the totals rows they update.
 CREATE_CURRENCY = "KES"
 
@@ -173,14 +174,24 @@ def run_stage(bench: Bench, stage: str, *, price_totals: bool) -> None:
     log(f"stage {stage}: {found.loans} loans")
     services = _each_service(bench)
     main_port = services[0][1]
-    for suffix, port in services:
-        measure(bench, stage, f"health{suffix}", port, ["GET\t/health"])
+    for _ in range(2):
+        for suffix, port in services:
+            measure(bench, stage, f"health{suffix}", port, ["GET\t/health"])
+        measure(bench, stage, "liveness", main_port, ["GET\t/liveness"])
     ceiling, ceiling_port = start_ceiling(bench)
     try:
         for _ in range(2):
             for suffix, port in services:
                 measure(bench, stage, f"get by id{suffix}", port, get_lines(found.ids))
             measure(bench, stage, "get by id, ceiling app", ceiling_port, get_lines(found.ids))
+            if bench.development_port is not None:
+                measure(
+                    bench,
+                    stage,
+                    DEVELOPMENT_GET_BY_ID,
+                    bench.development_port,
+                    get_lines(found.ids),
+                )
     finally:
         stop(bench, ceiling)
     reads = {

@@ -1,5 +1,6 @@
 """Helpers the tests share that are not fixtures."""
 
+import asyncio
 import json
 import os
 import socket
@@ -26,7 +27,12 @@ from branchloans.auth.models import Scope
 from branchloans.auth.service import create_api_key
 from branchloans.config import Settings
 from branchloans.db import Database, init_connection
-from branchloans.migrate import asyncpg_dsn
+from branchloans.migrate import (
+    asyncpg_dsn,
+    create_database_if_missing,
+    drop_database,
+    upgrade_to_head,
+)
 from branchloans.state import app_state, get_database
 
 SERVER_URL = os.environ.get(
@@ -264,3 +270,16 @@ async def terminate_app_connections(database_url: str) -> int:
         return killed
     finally:
         await connection.close()
+
+
+@contextmanager
+def database_of_its_own(purpose: str) -> Iterator[str]:
+    """A new database migrated to head, dropped after: for a live server whose writes commit
+    and must not show up in the run's shared databases."""
+    url = throwaway_database_url(purpose)
+    asyncio.run(create_database_if_missing(url))
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(drop_database(url))

@@ -66,10 +66,12 @@ async def test_openapi_documents_errors_as_problem_json(client: httpx.AsyncClien
 
 
 async def test_swagger_ui_and_redoc_are_served(client: httpx.AsyncClient) -> None:
-    for path in ("/docs", "/redoc"):
+    for path in ("/docs", "/docs/swagger-initializer.js", "/redoc"):
         response = await client.get(path)
         assert response.status_code == 200
-        assert "/openapi.json" in response.text
+        assert "http" not in response.text, "every asset comes from the service itself"
+    assert "/openapi.json" in (await client.get("/docs/swagger-initializer.js")).text
+    assert 'spec-url="/openapi.json"' in (await client.get("/redoc")).text
 
 
 async def test_openapi_documents_the_api_key_scheme_and_its_refusals(

@@ -22,10 +22,14 @@ async def test_responses_carry_security_headers(client: httpx.AsyncClient, path:
     assert response.headers["cache-control"] == "no-store"
 
 
-async def test_documentation_pages_may_load_their_scripts(client: httpx.AsyncClient) -> None:
-    response = await client.get("/docs")
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/assets/swagger-ui-bundle.js"])
+async def test_documentation_pages_load_from_their_own_origin_only(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
 
-    assert "content-security-policy" not in response.headers
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"].startswith("default-src 'self';")
     assert response.headers["x-content-type-options"] == "nosniff"
 
 

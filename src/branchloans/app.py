@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from branchloans import __version__
 from branchloans.config import Settings, get_settings
 from branchloans.db import Database
+from branchloans.docs import install_docs
 from branchloans.health.router import router as health_router
 from branchloans.idempotency.service import purge_periodically
 from branchloans.limits import BodyLimitMiddleware
@@ -126,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         default_response_class=JSONResponse,
         openapi_tags=[
             {"name": "loans", "description": LOANS_DESCRIPTION},
@@ -137,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_openapi(app)
     install_error_tracking(app, settings)  # innermost middleware: sees exceptions first
+    install_docs(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_allowed_origins:
         app.add_middleware(

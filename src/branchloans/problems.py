@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -31,7 +31,9 @@ class FieldError(BaseModel):
     field: str = Field(description="Dotted path of the offending field, e.g. `amount`.")
     location: str = Field(description="Where the field was sent: body, query, path or header.")
     message: str
-    type: str = Field(description="Machine-readable error kind, e.g. `less_than_equal`.")
+    type: str = Field(
+        description="Stable, machine-readable error kind, e.g. `required`, `too_large`."
+    )
 
 
 class Problem(BaseModel):
@@ -121,17 +123,114 @@ def problem_response(
 
 def _readable(message: str) -> str:
     # pydantic writes limits as Python reprs ("Decimal('50000')") and prefixes custom errors.
-    return _DECIMAL_REPR.sub(r"\1", message.removeprefix("Value error, "))
+    return _DECIMAL_REPR.sub(r"\1", str(message).removeprefix("Value error, "))
+
+
+def _text_length(ctx: dict[str, Any], bound: str, words: str) -> str:
+    count = ctx[bound]
+    return f"{words} {count} character{'' if count == 1 else 's'} long"
+
+
+# pydantic's error kinds -> (this API's stable `type`, what is wrong and what is accepted).
+# Written here, not left to pydantic, because its messages are for developers of validators
+# ("Input should be a valid dictionary or object to extract fields from"), not for clients.
+_READABLE: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "missing": ("required", lambda ctx: "is required"),
+    "string_too_long": (
+        "too_long",
+        lambda ctx: "must be " + _text_length(ctx, "max_length", "at most"),
+    ),
+    "string_type": ("not_text", lambda ctx: "must be text in double quotes"),
+    "string_pattern_mismatch": (
+        "invalid_characters",
+        lambda ctx: "must be printable text, without control characters",
+    ),
+    "greater_than": ("too_small", lambda ctx: f"must be greater than {ctx['gt']}"),
+    "greater_than_equal": ("too_small", lambda ctx: f"must be {ctx['ge']} or more"),
+    "less_than": ("too_large", lambda ctx: f"must be less than {ctx['lt']}"),
+    "less_than_equal": ("too_large", lambda ctx: f"must be {ctx['le']} or less"),
+    "finite_number": ("not_a_number", lambda ctx: "must be a finite number, e.g. 1500.00"),
+    "timezone_aware": (
+        "missing_offset",
+        lambda ctx: "must include its offset from UTC, e.g. 2025-01-31T09:30:00Z",
+    ),
+    "enum": ("not_allowed", lambda ctx: f"must be one of {ctx['expected']}"),
+    "extra_forbidden": (
+        "unknown_field",
+        lambda ctx: "is not a field this request takes; leave it out",
+    ),
+}
+_NUMBER = ("not_a_number", lambda ctx: "must be a number, e.g. 1500.00")
+_WHOLE_NUMBER = ("not_a_whole_number", lambda ctx: "must be a whole number, e.g. 12")
+_UUID = ("not_a_uuid", lambda ctx: "must be a UUID, e.g. 00000000-0000-0000-0000-000000000001")
+_DATETIME = (
+    "not_a_datetime",
+    lambda ctx: "must be an ISO 8601 time with an offset, e.g. 2025-01-31T09:30:00Z",
+)
+_READABLE.update(
+    dict.fromkeys(("decimal_parsing", "decimal_type", "float_parsing", "float_type"), _NUMBER)
+)
+_READABLE.update(dict.fromkeys(("int_parsing", "int_type", "int_from_float"), _WHOLE_NUMBER))
+_READABLE.update(dict.fromkeys(("uuid_parsing", "uuid_type"), _UUID))
+_READABLE.update(
+    dict.fromkeys(
+        (
+            "datetime_parsing",
+            "datetime_type",
+            "datetime_from_date_parsing",
+        ),
+        _DATETIME,
+    )
+)
+# The whole body was something other than a JSON object.
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+_JSON_KINDS = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), "a number")
+
+
+def _predicate(error: Any) -> tuple[str, str]:
+    """(stable type, what is wrong and what is accepted) for one pydantic error."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "string_too_short":
+        if ctx.get("min_length") == 1:
+            return "blank", "must not be blank"
+        return "too_short", "must be " + _text_length(ctx, "min_length", "at least")
+    if kind in _READABLE:
+        code, describe = _READABLE[kind]
+        return code, _readable(describe(ctx))
+    # Our own checks (PydanticCustomError) already speak to the client.
+    return kind, _readable(error["msg"])
 
 
 def _field_error(error: Any) -> dict[str, str]:
     location, *path = error["loc"] or ("body",)
+    field = ".".join(str(part) for part in path) or str(location)
+    if not path and location == "body":
+        if error["type"] == "missing":
+            return _body_error("required", "The body must be a JSON object; none was sent")
+        if error["type"] in _NOT_AN_OBJECT:
+            kind = _json_kind(error.get("input"))
+            return _body_error("not_an_object", f"The body must be a JSON object, not {kind}")
+    code, predicate = _predicate(error)
     return {
-        "field": ".".join(str(part) for part in path) or str(location),
+        "field": field,
         "location": str(location),
-        "message": _readable(error["msg"]),
-        "type": error["type"],
+        "message": f"{field} {predicate}",
+        "type": code,
     }
+
+
+def _body_error(code: str, message: str) -> dict[str, str]:
+    return {"field": "body", "location": "body", "message": message, "type": code}
+
+
+def _position(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
 
 
 def render_problem(request: Request, exc: ProblemError) -> ProblemResponse:
@@ -155,22 +254,28 @@ async def _handle_problem(request: Request, exc: Exception) -> ProblemResponse:
 async def _handle_validation(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    if any(error["type"] == "json_invalid" for error in errors):
-        reason = errors[0].get("ctx", {}).get("error", "invalid JSON")
+    invalid_json = next((error for error in errors if error["type"] == "json_invalid"), None)
+    if invalid_json is not None:
+        reason = (invalid_json.get("ctx") or {}).get("error", "invalid JSON")
+        # FastAPI puts the character offset where parsing stopped after "body" in `loc`.
+        offset = invalid_json["loc"][-1] if len(invalid_json["loc"]) > 1 else None
+        # FastAPI keeps the text it failed to parse as the error's body.
+        text = exc.body if isinstance(exc.body, str) else ""
+        where = f" at {_position(text, offset)}" if isinstance(offset, int) and text else ""
         return problem_response(
             request,
             400,
             title="Malformed JSON",
-            detail=f"The request body is not valid JSON: {reason}.",
+            detail=f"The request body is not valid JSON: {reason}{where}."
+            ' Send one JSON object, e.g. {"borrower_id": "usr_123", ...}.',
             type_=PROBLEM_BASE + "malformed-json",
         )
     field_errors = [_field_error(error) for error in errors]
-    fields = ", ".join(dict.fromkeys(error["field"] for error in field_errors))
     return problem_response(
         request,
         422,
         title="Validation failed",
-        detail=f"Invalid value for: {fields}.",
+        detail="; ".join(dict.fromkeys(error["message"] for error in field_errors)) + ".",
         type_=PROBLEM_BASE + "validation-error",
         errors=field_errors,
     )

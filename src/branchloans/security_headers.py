@@ -8,10 +8,19 @@ _EVERYWHERE = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-# JSON needs no script, style or frame; the documentation pages (/docs, /redoc) load theirs.
+# JSON needs no script, style or frame.
 _API_ONLY = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
+}
+# The documentation pages (/docs, /redoc) load everything from the service's own origin.
+# ReDoc's styled-components adds <style> rules at run time, hence inline styles; its search
+# runs in a blob: worker; Swagger UI draws its icons as data: images.
+_DOCUMENTATION_ONLY = {
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "worker-src 'self' blob:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
 }
 _DOCUMENTATION = ("/docs", "/redoc")
 
@@ -22,8 +31,8 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     ]
 
 
-_RAW_EVERYWHERE = _raw(_EVERYWHERE)
 _RAW_API = _raw({**_EVERYWHERE, **_API_ONLY})
+_RAW_DOCUMENTATION = _raw({**_EVERYWHERE, **_DOCUMENTATION_ONLY})
 
 
 class SecurityHeadersMiddleware:
@@ -37,7 +46,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _RAW_EVERYWHERE if scope["path"].startswith(_DOCUMENTATION) else _RAW_API
+        extra = _RAW_DOCUMENTATION if scope["path"].startswith(_DOCUMENTATION) else _RAW_API
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

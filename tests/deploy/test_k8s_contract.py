@@ -54,9 +54,9 @@ def _container_port(container: dict[str, Any], port: int | str) -> int:
 
 def _app_paths(app: FastAPI) -> set[str]:
     documented = set(app.openapi()["paths"])
-    served_by_fastapi = {app.openapi_url, app.docs_url, app.redoc_url}
-    served_by_fastapi.add(app.swagger_ui_oauth2_redirect_url)
-    return documented | {path for path in served_by_fastapi if path}
+    # Undocumented routes too: the OpenAPI document itself, /docs and /redoc.
+    served = {getattr(route, "path", None) for route in app.routes}
+    return documented | {path for path in served if path}
 
 
 # --- probes and ports ------------------------------------------------------------------------

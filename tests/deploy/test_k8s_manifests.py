@@ -181,11 +181,10 @@ def test_overlay_sets_the_image_through_kustomize_images(overlay: str) -> None:
     assert [image["name"] for image in document["images"]] == [IMAGE_REPOSITORY]
 
 
-def test_readme_documents_the_published_image_name() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Running on Kubernetes", 1)[1].split("\n## ", 1)[0]
+def test_kubernetes_docs_name_the_published_image() -> None:
+    guide = (ROOT / "docs" / "kubernetes.md").read_text()
 
-    assert f"ghcr.io/<owner>/{PUBLISHED_IMAGE_NAME}" in section
+    assert f"ghcr.io/<owner>/{PUBLISHED_IMAGE_NAME}" in guide
 
 
 # --- pod security and resources --------------------------------------------------------------

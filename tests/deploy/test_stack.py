@@ -287,13 +287,14 @@ def test_only_tls_1_2_and_1_3_are_spoken(
             get()
 
 
-def test_plain_http_redirects_permanently_to_https(stack: Stack) -> None:
-    response = httpx.get(
+def test_plain_http_redirects_permanently_to_https_keeping_the_method(stack: Stack) -> None:
+    response = httpx.post(
         f"http://127.0.0.1:{stack.http_port}/api/loans?limit=1",
         headers={"Host": f"branchloans.com:{stack.http_port}"},
+        json={},
     )
 
-    assert response.status_code == 301
+    assert response.status_code == 308
     assert response.headers["Location"] == (
         f"https://branchloans.com:{stack.https_port}/api/loans?limit=1"
     )
@@ -368,14 +369,26 @@ def test_nginx_makes_the_request_id_when_the_client_has_no_sane_one(
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "//metrics", "/%6Detrics"])
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/metrics/", "//metrics", "/%6Detrics", '/metrics/"quoted"\\']
+)
 def test_metrics_cannot_be_reached_through_nginx(stack: Stack, path: str) -> None:
     with stack.https() as client:
         response = client.get(path)
 
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == 404  # valid JSON, whatever the path holds
     assert httpx.get(f"{stack.api}/metrics").status_code == 200
+
+
+def test_nginxs_own_answers_carry_the_request_id_and_instance(stack: Stack) -> None:
+    with stack.https() as client:
+        response = client.get("/metrics", headers={"X-Request-ID": "edge-0001"})
+
+    assert response.headers.get_list("X-Request-ID") == ["edge-0001"]
+    problem = response.json()
+    assert (problem["request_id"], problem["instance"]) == ("edge-0001", "/metrics")
 
 
 def test_a_body_over_the_limit_is_refused_by_nginx(stack: Stack) -> None:
@@ -388,7 +401,11 @@ def test_a_body_over_the_limit_is_refused_by_nginx(stack: Stack) -> None:
 
     assert response.status_code == 413
     assert response.headers["Content-Type"] == "application/problem+json"
-    assert response.json()["status"] == 413
+    problem = response.json()
+    assert problem["status"] == 413
+    assert problem["detail"] == "The request body exceeds the limit of 1 MiB."
+    assert problem["request_id"] == response.headers["X-Request-ID"]
+    assert problem["instance"] == "/api/loans"
 
 
 def test_a_burst_of_writes_from_one_client_is_answered_429(stack: Stack) -> None:
@@ -402,6 +419,7 @@ def test_a_burst_of_writes_from_one_client_is_answered_429(stack: Stack) -> None
     assert limited.status_code == 429
     assert limited.headers["Content-Type"] == "application/problem+json"
     assert limited.json()["status"] == 429
+    assert limited.json()["request_id"] == limited.headers["X-Request-ID"]
     assert read.status_code == 200
 
 

@@ -20,10 +20,20 @@ async def test_health_is_ok_with_every_check_healthy(client: httpx.AsyncClient) 
     assert body["status"] == "ok"
     assert body["timestamp"].endswith("Z")
     assert body["checks"]["api"]["status"] == "healthy"
-    assert body["checks"]["database"] == {
-        "status": "healthy",
-        "message": "Database connection successful",
-    }
+    assert body["checks"]["database"]["status"] == "healthy"
+    assert body["checks"]["database"]["message"] == "Database connection successful"
+
+
+async def test_health_reuses_the_database_result_for_at_most_a_second(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.get("/health")
+    reused = (await client.get("/health")).json()["checks"]["database"]
+    await asyncio.sleep(1.05)
+    renewed = (await client.get("/health")).json()["checks"]["database"]
+
+    assert 0 < reused["age_seconds"] < 1
+    assert renewed["age_seconds"] == 0
 
 
 async def test_health_is_503_within_two_seconds_when_database_is_down(

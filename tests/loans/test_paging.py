@@ -221,7 +221,7 @@ async def test_creation_time_without_offset_is_422(client: httpx.AsyncClient, fi
 
     assert response.status_code == 422
     error = response.json()["errors"][0]
-    assert (error["field"], error["type"]) == (field, "timezone_aware")
+    assert (error["field"], error["type"]) == (field, "missing_offset")
 
 
 async def test_creation_time_that_is_not_a_time_is_422(client: httpx.AsyncClient) -> None:
@@ -248,8 +248,9 @@ async def test_altered_cursor_is_422_problem_naming_cursor(
         {
             "field": "cursor",
             "location": "query",
-            "message": "The cursor was altered, or is not from this API",
-            "type": "value_error",
+            "message": "cursor was altered, or is not from this API;"
+            " copy it unchanged from a Link header",
+            "type": "invalid_cursor",
         }
     ]
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from branchloans.app import create_app
 from branchloans.config import AppEnv, Settings
-from tests.support import json_lines, make_settings, started_client
+from tests.support import json_lines, live_server, make_settings, started_client
 
 ACCESS_FIELDS = {
     "timestamp",
@@ -203,3 +203,10 @@ def test_log_format_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
     assert settings.resolved_log_format == "json"
     assert settings.log_level == "WARNING"
+
+
+def test_server_start_logs_only_the_services_own_lines(database_url: str) -> None:
+    with live_server({"DATABASE_URL": database_url, "LOG_FORMAT": "json"}) as server:
+        loggers = {line.get("logger") for line in json_lines(server.output())}
+
+    assert loggers <= {None, "uvicorn.error", "branchloans.app"}, loggers

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from branchloans.health import service
 from branchloans.health.schemas import Check, CheckStatus, HealthReport, Liveness
@@ -19,7 +19,7 @@ def _report(checks: dict[str, Check]) -> JSONResponse:
         status="ok" if healthy else "error", timestamp=datetime.now(UTC), checks=checks
     )
     return JSONResponse(
-        report.model_dump(),
+        report.model_dump(exclude_none=True),
         status_code=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Cache-Control": "no-store"},
     )
@@ -30,10 +30,21 @@ _UNHEALTHY: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _recent_database_check(request: Request) -> service.RecentDatabaseCheck:
+    # One per application, so per worker, made on its first probe.
+    app_state = request.app.state
+    if not hasattr(app_state, "recent_database_check"):
+        app_state.recent_database_check = service.RecentDatabaseCheck()
+    recent: service.RecentDatabaseCheck = app_state.recent_database_check
+    return recent
+
+
 @router.get("/health", response_model=HealthReport, responses=_UNHEALTHY, summary="Health check")
-async def health(state: StateDep, database: DatabaseDep) -> JSONResponse:
-    """The API and its database, answered within the configured health timeout."""
-    database_check = await service.check_database(database, state.settings.health_timeout)
+async def health(request: Request, state: StateDep, database: DatabaseDep) -> JSONResponse:
+    """The API and its database, answered within the configured health timeout. The
+    database's result is reused for up to one second; its `age_seconds` says how old it is."""
+    recent = _recent_database_check(request)
+    database_check = await recent.check(database, state.settings.health_timeout)
     return _report({"api": service.API_CHECK, "database": database_check})
 
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class CheckStatus(StrEnum):
@@ -18,6 +18,10 @@ class Check(BaseModel):
 
     status: CheckStatus
     message: str
+    age_seconds: float | None = Field(
+        default=None,
+        description="How long ago the check ran, when a recent result was reused.",
+    )
 
 
 class HealthReport(BaseModel):

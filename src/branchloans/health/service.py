@@ -1,6 +1,8 @@
 """Checks behind the probes, each bounded in time so a probe never hangs."""
 
 import asyncio
+import time
+from dataclasses import dataclass, field
 
 from sqlalchemy import column, func, select, table
 
@@ -42,6 +44,37 @@ async def check_database(database: Database, seconds: float) -> Check:
     except Exception as error:
         return _unhealthy(_describe(error))
     return Check(status=CheckStatus.HEALTHY, message="Database connection successful")
+
+
+@dataclass
+class RecentDatabaseCheck:
+    """The database check, its result reused for up to `max_age` seconds.
+
+    Every balancer probes every few seconds; one round trip a second answers them all, and
+    concurrent probes wait for the one in flight rather than each making their own.
+    """
+
+    max_age: float = 1.0
+    _result: Check | None = None
+    _checked_at: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def _fresh(self) -> Check | None:
+        age = time.monotonic() - self._checked_at
+        if self._result is None or age >= self.max_age:
+            return None
+        return self._result.model_copy(update={"age_seconds": round(age, 6)})
+
+    async def check(self, database: Database, seconds: float) -> Check:
+        """A result at most `max_age` old, or a new check bounded by `seconds`."""
+        if (reused := self._fresh()) is not None:
+            return reused
+        async with self._lock:
+            if (reused := self._fresh()) is not None:
+                return reused
+            result = await check_database(database, seconds)
+            self._result, self._checked_at = result, time.monotonic()
+            return result.model_copy(update={"age_seconds": 0.0})
 
 
 async def check_schema(

@@ -20,7 +20,7 @@ _PAYLOAD = struct.Struct(">Bq16s")
 _DIGEST_BYTES = 4
 _ENCODED_LENGTH = len(base64.urlsafe_b64encode(bytes(_PAYLOAD.size + _DIGEST_BYTES)).rstrip(b"="))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NOT_A_CURSOR = "Not a cursor from a Link header of this API"
+_NOT_A_CURSOR = "must be copied unchanged from a Link header of this API"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,9 @@ def decode_cursor(cursor: str) -> Position:
     payload, digest = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
     version, micros, id_bytes = _PAYLOAD.unpack(payload)
     if version != _VERSION or digest != _digest(payload):
-        raise ValueError("The cursor was altered, or is not from this API")
+        raise ValueError(
+            "was altered, or is not from this API; copy it unchanged from a Link header"
+        )
     try:
         created_at = _EPOCH + timedelta(microseconds=micros)
     except OverflowError as error:

@@ -78,7 +78,7 @@ async def cursor_position(
         return decode_cursor(cursor)
     except ValueError as error:
         raise RequestValidationError(
-            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(error)}]
+            [{"type": "invalid_cursor", "loc": ("query", "cursor"), "msg": str(error)}]
         ) from error
 
 

@@ -116,7 +116,7 @@ async def list_loans(
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Loans per page.")
     ] = DEFAULT_PAGE_SIZE,
 ) -> JSONResponse:
-    """Loans in the seed API's array shape, optionally filtered; filters combine.
+    """Loans, newest first, as a JSON array, optionally filtered; filters combine.
 
     A page holds at most `limit` loans. When more follow, the `Link` header names the next
     page (the same query with a `cursor`); a deep page costs what the first one costs.
@@ -140,7 +140,7 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
         raise RequestValidationError(
             [
                 {
-                    "type": "decimal_max_places",
+                    "type": "too_many_decimals",
                     "loc": ("body", "amount"),
                     "msg": message,
                     "input": application.amount,

@@ -14,6 +14,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from branchloans.currencies import MINOR_UNITS, is_currency
 from branchloans.loans.models import (
@@ -42,20 +43,24 @@ def amount_decimals(currency: str) -> int:
 def _refuse_bool(value: Any) -> Any:
     # Python counts True as 1; a client sending `true` for an amount made a mistake.
     if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
+        raise PydanticCustomError("not_a_number", "must be a number, e.g. 1500.00, not true/false")
     return value
 
 
 def _at_most_two_decimals(value: Decimal) -> Decimal:
     if value != value.quantize(CENT):
-        raise ValueError("must have at most 2 decimal places")
+        raise PydanticCustomError("too_many_decimals", "must have at most 2 decimals, e.g. 1500.25")
     return value.quantize(CENT)
 
 
 def _currency_code(value: str) -> str:
     code = value.upper()
     if not is_currency(code):
-        raise ValueError(f"'{value}' is not an ISO 4217 currency code")
+        raise PydanticCustomError(
+            "unknown_currency",
+            "must be an ISO 4217 currency code such as INR, KES or USD; '{value}' is not one",
+            {"value": value},
+        )
     return code
 
 
@@ -106,7 +111,6 @@ Amount = Annotated[
 
 Currency = Annotated[
     str,
-    Field(min_length=3, max_length=3),
     AfterValidator(_currency_code),
     WithJsonSchema(
         {
@@ -122,7 +126,7 @@ Currency = Annotated[
 def _json_number(value: Any) -> Any:
     # A count of months is a JSON number: 12 or 12.0 (JSON Schema's integers), not "12" or true.
     if isinstance(value, bool | str):
-        raise ValueError("must be a whole number")
+        raise PydanticCustomError("not_a_whole_number", "must be a whole number, e.g. 12")
     return value
 
 
@@ -187,8 +191,8 @@ class LoanCreate(BaseModel):
         if self.amount == self.amount.quantize(Decimal(1).scaleb(-allowed)):
             return None
         if allowed == 0:
-            return f"{self.currency} allows no decimals"
-        return f"{self.currency} allows at most {allowed} decimals"
+            return f"must be a whole number in {self.currency}, which has no decimals"
+        return f"must have at most {allowed} decimals in {self.currency}"
 
 
 class LoanRead(BaseModel):

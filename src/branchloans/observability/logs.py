@@ -127,3 +127,5 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic announces each plugin it registers at INFO, which is no news to an operator.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
