@@ -34,6 +34,17 @@ DB_STATEMENT = "db.statement"
 DB_OPERATION = "db.operation"
 DB_ROWS = "db.response.returned_rows"
 
+# The variables the OpenTelemetry SDK reads that the deployments set (not Settings fields).
+SDK_VARIABLES = frozenset(
+    {
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+    }
+)
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 _provider: TracerProvider | None = None
