@@ -5,7 +5,8 @@
 The services with tracing on export OTLP/HTTP to a sink in this process that answers every
 export at once, so the figures are the service's own cost of making and sending spans. With
 --baseline the checkout before tracing runs beside them: "off" must stay within 2% of it.
-Each round measures every side in turn, so a busy moment of the shared machine is spread.
+Each round measures every side in turn, a different one first, so that a busy moment of the
+shared machine is spread over them.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ from bench.report import machine
 from bench.scenarios import create_lines, get_lines, measure, targets
 
 RATIOS = ("0.1", "1.0")
-ROUNDS = 2
+ROUNDS = 4
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -81,11 +82,14 @@ def run_tracing(bench: Bench) -> None:
         for ratio in RATIOS:
             sides[f"tracing on at {ratio}"] = _serve_traced(bench, ratio, endpoint)
         scenarios = {"get by id": get_lines(found.ids), "create": create_lines()}
+        order = list(sides.items())
         for number in range(ROUNDS):
             log(f"round {number + 1} of {ROUNDS}")
             for scenario, lines in scenarios.items():
-                for side, port in sides.items():
+                for side, port in order:
                     measure(bench, f"round {number + 1}", f"{scenario}, {side}", port, lines)
+            # Each side goes first in turn: the first of a round met a calmer (or busier) machine.
+            order = order[1:] + order[:1]
         log(f"the sink took {_Sink.exports} OTLP exports")
     _report(bench, list(scenarios), list(sides))
 

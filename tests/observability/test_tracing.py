@@ -10,13 +10,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import make_url
 
 from branchloans.app import create_app
 from branchloans.auth.models import Scope
 from branchloans.migrate import asyncpg_dsn
 from branchloans.observability import tracing
 from tests.loans.test_router import VALID_LOAN
-from tests.support import create_key, make_settings
+from tests.support import SERVER_URL, create_key, make_settings, serving
 
 REMOTE_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 REMOTE_PARENT_ID = "00f067aa0ba902b7"
@@ -256,3 +257,16 @@ async def test_the_sampling_ratio_from_the_environment_is_respected(
     # Unsampled requests still get a trace id (for their logs) and say it was not sampled.
     assert len(traceparents) == SAMPLED_REQUESTS
     assert sampled == exported
+
+
+async def test_a_server_problem_marks_the_span_failed_with_its_type(
+    exporter: InMemorySpanExporter,
+) -> None:
+    unreachable = make_url(SERVER_URL).set(host="127.0.0.1", port=1)
+    async with serving(make_settings(unreachable.render_as_string(hide_password=False))) as http:
+        response = await http.get("/api/loans")
+    assert response.status_code == 503
+    server, _ = only_tree(exporter)
+    assert server.status.status_code is StatusCode.ERROR
+    assert attributes(server)[tracing.PROBLEM_TYPE].endswith("database-unavailable")
+    assert response.json()["trace_id"] == f"{server.context.trace_id:032x}"

@@ -153,6 +153,8 @@ def statement_span(sql: str) -> Span | None:
 
 def set_attribute(name: str, value: str) -> None:
     """Set an attribute on the current span, when it records."""
+    if _tracer is None:  # off: not even a context lookup
+        return
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attribute(name, value)
@@ -160,6 +162,8 @@ def set_attribute(name: str, value: str) -> None:
 
 def add_event(name: str, attributes: Mapping[str, str | int]) -> None:
     """Add an event (a moment with attributes) to the current span, when it records."""
+    if _tracer is None:
+        return
     span = trace.get_current_span()
     if span.is_recording():
         span.add_event(name, dict(attributes))
@@ -167,6 +171,8 @@ def add_event(name: str, attributes: Mapping[str, str | int]) -> None:
 
 def current_ids() -> tuple[str, str] | None:
     """(trace id, span id) in hex of the current span, None outside a trace."""
+    if _tracer is None:
+        return None
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return None
@@ -175,6 +181,8 @@ def current_ids() -> tuple[str, str] | None:
 
 def record_problem(problem_type: str, status: int, error: BaseException | None = None) -> None:
     """Record on the current span the problem a request is answered with; 5xx mark it failed."""
+    if _tracer is None:
+        return
     span = trace.get_current_span()
     if not span.is_recording():
         return
