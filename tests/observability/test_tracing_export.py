@@ -13,10 +13,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.support import live_server
 
 REQUESTS = 12
+SERVER_KIND = Span.SpanKind.SPAN_KIND_SERVER
 
 
 class _Collector(ThreadingHTTPServer):
@@ -111,7 +113,7 @@ def test_two_workers_export_each_request_under_the_callers_trace_id_flushed_at_s
 
     received = _spans(collector)
     assert {path for path, _ in collector.exports} == {"/v1/traces"}
-    servers = [(resource, span) for resource, span in received if span.parent_span_id != b""]
+    servers = [(resource, span) for resource, span in received if span.kind == SERVER_KIND]
     by_trace: dict[str, list[Any]] = {}
     for _, span in received:
         by_trace.setdefault(span.trace_id.hex(), []).append(span)
@@ -119,6 +121,10 @@ def test_two_workers_export_each_request_under_the_callers_trace_id_flushed_at_s
         names = sorted(span.name for span in by_trace[trace_id])
         assert "GET /api/loans" in names
         assert any(name == "SELECT" for name in names)
+    # The caller's span is each request's parent (the liveness polls started traces of their own).
+    assert {
+        span.parent_span_id.hex() for _, span in servers if span.trace_id.hex() in sent.values()
+    } == {f"{number + 1:016x}" for number in range(REQUESTS)}
     pids = {resource["process.pid"] for resource, _ in servers}
     assert parent_pid not in pids
     assert {resource["service.name"] for resource, _ in received} == {"branchloans-wire-test"}
