@@ -39,6 +39,7 @@ from bench.processes import (
 )
 from bench.report import report
 from bench.scenarios import explain, run_stage, targets, totals_match_scan
+from bench.tracing import run_tracing
 from sqlalchemy import make_url
 
 from branchloans.migrate import create_database_if_missing, drop_database
@@ -79,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="CHECKOUT",
         help="also run the service of another checkout (bootstrapped: its .venv exists) on the"
         " same database, each scenario alternating between the two",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="only price tracing (bench/tracing.py): get by id and create, tracing off, on at"
+        " 0.1 and at 1.0, at --loans loans",
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -128,6 +135,10 @@ def _run(bench: Bench) -> int:
         baseline = bench.args.baseline.resolve()
         script = [str(baseline / ".venv" / "bin" / "branchloans")]
         workers[BASELINE] = _serve(bench, "baseline", script, baseline)
+    if bench.args.tracing:
+        _load(bench)
+        run_tracing(bench)
+        return 1 if any(r.errors + r.bad_status for r in bench.results) else 0
     bench.development_port = free_port()
     development = [*command("branchloans"), "serve", "--host", "127.0.0.1"]
     start(
@@ -140,6 +151,24 @@ def _run(bench: Bench) -> int:
     )
     run_stage(bench, "5 loans", price_totals=False)
 
+    load_seconds = _load(bench)
+    consistent = asyncio.run(totals_match_scan(bench))
+    log(f"totals equal a full scan after the creates and the bulk load: {consistent}")
+    label = (
+        f"{bench.args.loans:,} loans".replace(",", " ")
+        if bench.args.loans < 1_000_000
+        else f"{bench.args.loans // 1_000_000}M loans"
+    )
+    run_stage(bench, label, price_totals=True)
+    rss = {suffix: worker_rss_mb(pid) for suffix, pid in workers.items()}
+    plans = asyncio.run(explain(bench))
+    report(bench, rss, load_seconds, plans, consistent)
+    failed = sum(result.errors + result.bad_status for result in bench.results)
+    return 1 if failed else 0
+
+
+def _load(bench: Bench) -> float:
+    """Bulk-load loans up to --loans, vacuumed as autovacuum soon would; the seconds taken."""
     existing = asyncio.run(targets(bench)).loans
     log(f"loading {bench.args.loans - existing} synthetic loans")
     started = time.perf_counter()
@@ -156,19 +185,7 @@ def _run(bench: Bench) -> int:
     )
     load_seconds = time.perf_counter() - started
     asyncio.run(_vacuum(bench.dsn))
-    consistent = asyncio.run(totals_match_scan(bench))
-    log(f"totals equal a full scan after the creates and the bulk load: {consistent}")
-    label = (
-        f"{bench.args.loans:,} loans".replace(",", " ")
-        if bench.args.loans < 1_000_000
-        else f"{bench.args.loans // 1_000_000}M loans"
-    )
-    run_stage(bench, label, price_totals=True)
-    rss = {suffix: worker_rss_mb(pid) for suffix, pid in workers.items()}
-    plans = asyncio.run(explain(bench))
-    report(bench, rss, load_seconds, plans, consistent)
-    failed = sum(result.errors + result.bad_status for result in bench.results)
-    return 1 if failed else 0
+    return load_seconds
 
 
 def _serve(bench: Bench, name: str, script: list[str], checkout: Path) -> int:

@@ -26,6 +26,7 @@ from branchloans.observability.metrics import Metrics
 from branchloans.observability.middleware import ObservabilityMiddleware
 from branchloans.observability.proxies import TrustedProxies
 from branchloans.observability.router import router as metrics_router
+from branchloans.observability.tracing import current_provider, flush, instrument, start_tracing
 from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
@@ -34,6 +35,8 @@ from branchloans.shutdown import drain_on_sigterm, wait_for_database
 from branchloans.state import AppState
 
 logger = structlog.get_logger(__name__)
+# What is left of the spans gets this long at shutdown, within the pod's grace period.
+TRACE_FLUSH_SECONDS = 5.0
 
 DESCRIPTION = """
 Microloans: apply for a loan, read loans and portfolio statistics.
@@ -83,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Domains register their metrics with the application's.
     loan_metrics(metrics)
     draining = threading.Event()
+    # One provider per worker process: a test may have started one already.
+    tracer_provider = current_provider() or start_tracing()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await database.close()
             metrics.close()
+            if tracer_provider is not None:
+                # Off the event loop: the exporter sends synchronously.
+                await asyncio.to_thread(flush, tracer_provider, TRACE_FLUSH_SECONDS)
 
     app = FastAPI(
         title="Branch Loans API",
@@ -164,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trusted_proxies=TrustedProxies(settings.trusted_proxies),
         http_metrics=metrics.http if settings.metrics_enabled else None,
     )
+    if tracer_provider is not None:
+        instrument(app, tracer_provider)
     app.include_router(health_router)
     app.include_router(loans_router)
     app.include_router(repayments_router)

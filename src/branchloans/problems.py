@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from branchloans.db import CONNECTION_LOST, is_outage
+from branchloans.observability import tracing
 from branchloans.request_ids import current_request_id
 from branchloans.responses import ProblemResponse
 
@@ -48,6 +49,9 @@ class Problem(BaseModel):
     instance: str | None = Field(default=None, description="The request path that failed.")
     request_id: str | None = Field(
         default=None, description="The request's X-Request-ID, to find its log lines."
+    )
+    trace_id: str | None = Field(
+        default=None, description="The request's trace id, when tracing is on (MONITORING.md)."
     )
     errors: list[FieldError] | None = Field(
         default=None, description="Each invalid field, for validation problems."
@@ -100,7 +104,11 @@ def problem_body(
     request_id = current_request_id()
     if request_id is not None:
         body["request_id"] = request_id
+    ids = tracing.current_ids()
+    if ids is not None:
+        body["trace_id"] = ids[0]
     body.update(extensions)
+    tracing.record_problem(type_, status)
     return body
 
 
@@ -327,6 +335,7 @@ async def _handle_database_error(request: Request, error: Exception) -> ProblemR
 
 async def _handle_unexpected(request: Request, exc: Exception) -> ProblemResponse:
     logger.error("unhandled exception", exc_info=exc)
+    tracing.record_problem("about:blank", 500, exc)
     return problem_response(request, 500, detail=UNEXPECTED_DETAIL)
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from branchloans.cli import build_parser
 from branchloans.config import Settings
+from branchloans.observability import tracing
 from tests.deploy.kube import (
     OVERLAYS,
     config_map_data,
@@ -31,7 +32,8 @@ SECRET_DATABASE_URL = (
 
 
 def _setting_variables() -> set[str]:
-    return {name.upper() for name in Settings.model_fields}
+    # The OpenTelemetry SDK reads the OTEL_* variables itself (tests/deploy/test_k8s_tracing.py).
+    return {name.upper() for name in Settings.model_fields} | tracing.SDK_VARIABLES
 
 
 def _api(manifests: Manifests) -> dict[str, Any]:
@@ -138,7 +140,9 @@ def test_every_variable_the_pods_get_is_a_setting_the_app_reads(overlay: str) ->
 def test_config_map_values_are_valid_settings(target: str) -> None:
     manifests = render(target)
     config = config_map_data(manifests, one(manifests, "Deployment"))
-    overrides = {name.lower(): value for name, value in config.items()}
+    overrides = {
+        name.lower(): value for name, value in config.items() if name not in tracing.SDK_VARIABLES
+    }
 
     settings = make_settings(SECRET_DATABASE_URL, **overrides)
 

@@ -142,6 +142,7 @@ def _start_nginx(processes: Processes, root: Path, api_port: int, certs: Path) -
             "NGINX_WRITE_RATE": WRITE_RATE,
             "NGINX_WRITE_BURST": WRITE_BURST,
             "NGINX_MAX_BODY_SIZE": "1m",
+            "NGINX_TRACE_SAMPLE_PERCENT": "10",
         },
     )
     processes.start(

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from branchloans.auth.models import Scope
 from branchloans.auth.service import ANONYMOUS, KeyCache, Principal, authenticate_key
 from branchloans.db import Database
+from branchloans.observability import tracing
 from branchloans.problems import ProblemError
 from branchloans.state import AppState, DatabaseDep, app_state
 
@@ -87,6 +88,8 @@ def requires(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         # The state read directly: a dependency of its own costs every request.
         principal = await _caller(app_state(request.app), database, credentials)
+        if principal.name is not None:  # the key's name, never the key
+            tracing.set_attribute(tracing.API_KEY_NAME, principal.name)
         if scope not in principal.scopes:
             raise InsufficientScopeError(scope)
         return principal

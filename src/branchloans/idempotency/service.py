@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from branchloans.config import Settings
 from branchloans.db import Database, Statement, Transaction
 from branchloans.idempotency.models import IdempotencyKey
+from branchloans.observability import tracing
 from branchloans.problems import ProblemError, render_problem
 
 logger = structlog.get_logger(__name__)
@@ -190,7 +191,9 @@ async def run_once(
     fingerprint = await request_fingerprint(request)
     stored = await _claim(transaction, request, settings, scope, key, fingerprint)
     if stored is not None:
-        return _replay(stored, fingerprint)
+        response = _replay(stored, fingerprint)
+        tracing.add_event("idempotency.replay", {"http.response.status_code": response.status_code})
+        return response
     try:
         async with transaction.savepoint():
             response = await operation()

@@ -26,6 +26,7 @@ from branchloans.loans.schemas import (
     LoanSchedule,
     RepaymentSchedule,
 )
+from branchloans.observability import tracing
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,16 @@ async def create_loan(
     queries: Queries, application: LoanCreate, context: ChangeContext
 ) -> VersionedLoan:
     """Store a new pending loan and its first event, in one statement."""
+    loan_id = uuid.uuid4()
     row = await queries.fetchrow(
         _CREATE_LOAN,
-        id=uuid.uuid4(),
+        id=loan_id,
         **application.model_dump(),
         request_id=context.request_id,
         actor=context.actor,
     )
     assert row is not None
+    tracing.add_event("loan.created", {"loan.id": str(loan_id), "loan.to_status": "pending"})
     return VersionedLoan.of(row)
 
 
@@ -183,6 +186,15 @@ async def transition_loan(
         amount=amount,
     )
     assert row is not None
+    tracing.add_event(
+        "loan.transition",
+        {
+            "loan.id": str(loan_id),
+            "loan.action": action.value,
+            "loan.from_status": status.value,
+            "loan.to_status": transition.target.value,
+        },
+    )
     return VersionedLoan.of(row)
 
 

@@ -1,7 +1,7 @@
 """Structured logging: one renderer for structlog and the standard library alike.
 
 JSON lines (`LOG_FORMAT=json`) or readable console lines, written to standard output,
-each carrying the request id bound for the request being served.
+each carrying the request id bound for the request being served (and its trace's ids).
 """
 
 import logging
@@ -15,6 +15,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from branchloans.config import Settings
+from branchloans.observability.tracing import current_ids
 
 _LEVEL_NAMES = {"exception": "ERROR", "warn": "WARNING", "fatal": "CRITICAL"}
 _LEADING_KEYS = ("timestamp", "level", "message")
@@ -66,6 +67,14 @@ def _add_pid(pid: int) -> Processor:
     return add_pid
 
 
+def _add_trace_ids(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    # Next to the request id, so a log line leads to its trace and back.
+    ids = current_ids()
+    if ids is not None:
+        event_dict["trace_id"], event_dict["span_id"] = ids
+    return event_dict
+
+
 def _json_default(value: object) -> str:
     return str(value)
 
@@ -98,6 +107,7 @@ def configure_logging(settings: Settings) -> None:
         _add_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _add_pid(os.getpid()),
+        _add_trace_ids,
     ]
     renderers = _renderers(settings.resolved_log_format)
     structlog.configure(

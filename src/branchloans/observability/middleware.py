@@ -13,6 +13,7 @@ from prometheus_fastapi_instrumentator.routing import _effective_routes, _get_ro
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from branchloans.observability import tracing
 from branchloans.observability.metrics import (
     STANDARD_METHODS,
     UNMATCHED_HANDLER,
@@ -108,9 +109,10 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as error:
             # Swallowed here, so that neither Starlette nor uvicorn logs it a second time.
             self.logger.exception("unhandled exception", method=scope["method"], path=scope["path"])
+            tracing.record_problem("about:blank", 500, error)
             status = 500
             if not response_started:
                 await self._internal_error(scope)(scope, receive, send_with_id)
