@@ -36,6 +36,12 @@ run: bootstrap ## create + migrate the local database, seed demo loans, serve on
 test: bootstrap ## run the whole test suite against the local PostgreSQL
 	$(UV) run --no-sync pytest
 
+# Hostile strings (NUL, lone surrogates, U+FFFF, bidi controls, long) in every string
+# parameter: at least 20,000 cases, in process; `make test` runs at least 3,000.
+fuzz: bootstrap ## schemathesis with hostile strings in every string parameter, 20,000+ cases
+	FUZZ_STRING_EXAMPLES=2500 FUZZ_STRING_MINIMUM_CASES=20000 \
+		$(UV) run --no-sync pytest -p no:cacheprovider tests/reliability/test_fuzz_strings.py
+
 lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
