@@ -50,3 +50,35 @@ def test_sigterm_during_log_writes_is_passed_on_every_time() -> None:
             raise AssertionError("the process hung in its SIGTERM handler") from None
     assert finished.returncode == 0, finished.stderr.decode()
     assert b"every SIGTERM passed on" in finished.stderr
+
+
+# In a process of its own: the filter goes on every socket the process listens on.
+HANDSHAKES = textwrap.dedent(
+    """
+    import socket
+    from branchloans.shutdown import refuse_new_handshakes
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    address = listener.getsockname()
+    queued = socket.create_connection(address)
+    assert refuse_new_handshakes() == 1
+    try:
+        socket.create_connection(address, timeout=0.5)
+        print("a new connection was made")
+    except TimeoutError:
+        print("a new SYN was dropped")
+    accepted, _ = listener.accept()
+    queued.sendall(b"ping")
+    print("the queued one was accepted:", accepted.recv(4).decode())
+    """
+)
+
+
+def test_refusing_new_handshakes_keeps_the_queued_connections() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", HANDSHAKES], capture_output=True, timeout=30, check=True
+    )
+    assert finished.stdout.decode().splitlines() == [
+        "a new SYN was dropped",
+        "the queued one was accepted: ping",
+    ]
