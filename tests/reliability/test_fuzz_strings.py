@@ -45,7 +45,9 @@ def _hostile(injections: list[str], around: st.SearchStrategy[str]) -> st.Search
 
 
 # Unescaped, these would change the URL itself (a fragment, another path, another query).
-URL_STRINGS = _hostile(_IN_URLS, st.text(st.characters(exclude_characters="#/?%&=+"), max_size=8))
+URL_STRINGS = _hostile(
+    _IN_URLS, st.text(st.characters(codec="utf-8", exclude_characters="#/?%&=+"), max_size=8)
+)
 BODY_STRINGS = _hostile(_IN_BODIES, st.text(max_size=8))
 
 
