@@ -15,7 +15,8 @@ import pytest
 from branchloans.migrate import asyncpg_dsn
 from tests.support import live_server
 
-RUNS = 5
+# Each run starts a server; a deeper run: SHUTDOWN_RUNS=10 uv run pytest <this file>
+RUNS = int(os.environ.get("SHUTDOWN_RUNS", "3"))
 DRAIN_SECONDS = 0.3
 GRACE_SECONDS = 5
 # Drain, the moment new handshakes settle, the grace period, and the pool closing.
