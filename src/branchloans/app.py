@@ -31,7 +31,7 @@ from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
 from branchloans.responses import JSONResponse
 from branchloans.security_headers import SecurityHeadersMiddleware
-from branchloans.shutdown import drain_on_sigterm, wait_for_database
+from branchloans.shutdown import CloseWhenDraining, drain_on_sigterm, wait_for_database
 from branchloans.state import AppState
 
 logger = structlog.get_logger(__name__)
@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Location", "Idempotent-Replayed", "X-Request-ID"],
         )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(CloseWhenDraining, draining=draining)
     # Added last, so it is the outermost: it sees every response, including the 413 above.
     app.add_middleware(
         ObservabilityMiddleware,

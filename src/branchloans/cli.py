@@ -134,6 +134,15 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_name(value: str) -> str:
+    from branchloans.auth.service import parse_key_name
+
+    try:
+        return parse_key_name(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _api_keys_create(args: argparse.Namespace) -> int:
     from branchloans.auth.service import ApiKeyExistsError, create_api_key, parse_scopes
 
@@ -261,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_keys = commands.add_parser("api-keys", help="create, list and revoke API keys")
     key_commands = api_keys.add_subparsers(dest="api_keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it once")
-    create.add_argument("--name", required=True, help="who holds the key, e.g. clerk-app")
+    create.add_argument(
+        "--name", required=True, type=_key_name, help="who holds the key, e.g. clerk-app"
+    )
     create.add_argument(
         "--scopes",
         required=True,
@@ -272,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_api_keys_list
     )
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
-    revoke.add_argument("name")
+    revoke.add_argument("name", type=_key_name)
     revoke.set_defaults(handler=_api_keys_revoke)
     demo_data = commands.add_parser(
         "demo-data", help="bulk-load N realistic synthetic loans with their histories (COPY)"

@@ -59,3 +59,13 @@ def test_duplicate_name_is_refused(name: str) -> None:
     main(["api-keys", "create", "--name", name, "--scopes", "loans:read"])
 
     assert main(["api-keys", "create", "--name", name, "--scopes", "loans:read"]) == 1
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a\x1bb", "x" * 101])
+def test_create_refuses_a_name_postgres_cannot_store_or_nobody_can_read(
+    name: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["api-keys", "create", "--name", bad, "--scopes", "loans:read"])
+    assert exited.value.code == 2
+    assert "key name" in capsys.readouterr().err

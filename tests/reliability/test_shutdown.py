@@ -43,6 +43,7 @@ def _refuses_connections(http: httpx.Client, within: float) -> bool:
     the kernel queued it and nobody accepted it. Under load, one was seen left unanswered
     instead, accepted in the instant a worker stopped listening. That is the load balancer's
     window, which the drain covers; the probe gives up on it after a second and tries again.
+    Just before the socket closes, the kernel drops new SYNs: a probe then times out.
     """
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -50,7 +51,12 @@ def _refuses_connections(http: httpx.Client, within: float) -> bool:
             http.get("/liveness", timeout=1)
         except httpx.ConnectError:
             return True
-        except (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError):
+        except (
+            httpx.ConnectTimeout,
+            httpx.ReadError,
+            httpx.ReadTimeout,
+            httpx.RemoteProtocolError,
+        ):
             pass
         time.sleep(0.1)
     return False

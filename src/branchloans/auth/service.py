@@ -7,12 +7,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import asyncpg
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 from sqlalchemy import bindparam, func, insert, select, update
 
 from branchloans.auth.models import ApiKey, Scope
 from branchloans.db import Database, Queries, Statement
+from branchloans.text import StoredLine
 
 KEY_PREFIX = "blk_"
 _ID_BYTES = 6  # 12 hex characters: the public part that finds the key's row
@@ -28,6 +31,22 @@ class Principal:
 
 
 ANONYMOUS = Principal(name=None, scopes=frozenset(Scope))
+
+_KEY_NAME = TypeAdapter[str](
+    StoredLine[
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    ]
+)
+
+
+def parse_key_name(value: str) -> str:
+    """A key's name as it is stored (trimmed); ValueError saying what is wrong with it."""
+    try:
+        return _KEY_NAME.validate_python(value)
+    except ValidationError as error:
+        raise ValueError(
+            f"key name {error.errors()[0]['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 @dataclass(frozen=True)

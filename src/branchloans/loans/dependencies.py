@@ -14,6 +14,7 @@ from branchloans.auth.service import Principal
 from branchloans.idempotency.models import KEY_MAX_LENGTH
 from branchloans.loans.cursor import Position, decode_cursor
 from branchloans.loans.service import ChangeContext
+from branchloans.text import StoredLine
 
 
 def change_context(principal: Principal) -> ChangeContext:
@@ -27,7 +28,7 @@ def change_context(principal: Principal) -> ChangeContext:
 WriterDep = Annotated[Principal, Depends(requires(Scope.LOANS_WRITE))]
 ManagerDep = Annotated[Principal, Depends(requires(Scope.LOANS_MANAGE))]
 IdempotencyKeyHeader = Annotated[
-    str | None,
+    StoredLine[str] | None,
     Header(
         min_length=1,
         max_length=KEY_MAX_LENGTH,

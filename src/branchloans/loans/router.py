@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, StringConstraints
 
 from branchloans.db import Database, Transaction
 from branchloans.idempotency.service import run_once
@@ -42,6 +42,7 @@ from branchloans.loans.schemas import (
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
 from branchloans.state import DatabaseDep, app_state
+from branchloans.text import StoredLine
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -103,7 +104,10 @@ async def list_loans(
     cursor: CursorDep,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
     currency: Annotated[Currency | None, Query()] = None,
-    borrower_id: Annotated[str | None, Query(max_length=BORROWER_ID_MAX_LENGTH)] = None,
+    borrower_id: Annotated[
+        StoredLine[Annotated[str, StringConstraints(max_length=BORROWER_ID_MAX_LENGTH)]] | None,
+        Query(),
+    ] = None,
     created_after: Annotated[
         AwareDatetime | None,
         Query(description="Only loans created at or after this ISO-8601 time (with an offset)."),

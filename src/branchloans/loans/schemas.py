@@ -25,6 +25,7 @@ from branchloans.loans.models import (
     REASON_MAX_LENGTH,
     LoanStatus,
 )
+from branchloans.text import StoredLine, StoredText
 
 CENT = Decimal("0.01")
 STORED_AMOUNT_DECIMALS = 2
@@ -70,18 +71,22 @@ DecimalNumber = Annotated[
 ]
 """A Decimal that the API writes as an exact JSON number."""
 
-BorrowerId = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=BORROWER_ID_MAX_LENGTH,
-        # Something printable besides white space, which is trimmed from both ends.
-        pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$",
-    ),
-    Field(
-        description="The borrower's identifier in the calling system.", examples=["usr_india_123"]
-    ),
+BorrowerId = StoredLine[
+    Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True,
+            min_length=1,
+            max_length=BORROWER_ID_MAX_LENGTH,
+            # Something printable besides white space, which is trimmed from both ends.
+            pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$",
+        ),
+        Field(
+            description="The borrower's identifier in the calling system: one line, not blank"
+            " (no NUL, lone surrogate or control character).",
+            examples=["usr_india_123"],
+        ),
+    ]
 ]
 
 
@@ -303,9 +308,17 @@ class TransitionRequest(BaseModel):
     )
 
     reason: (
-        Annotated[
-            str,
-            StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX_LENGTH),
+        StoredText[
+            Annotated[
+                str,
+                StringConstraints(
+                    strip_whitespace=True, min_length=1, max_length=REASON_MAX_LENGTH
+                ),
+                Field(
+                    description="Free text; tab and line breaks allowed, no NUL, lone"
+                    " surrogate or other control character."
+                ),
+            ]
         ]
         | None
     ) = None

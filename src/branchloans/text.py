@@ -1,0 +1,63 @@
+"""What a string that reaches SQL or is stored may hold, decided once for every field.
+
+Postgres `text` cannot hold U+0000 and UTF-8 cannot encode a lone surrogate: either would
+reach the database as an error, so both are refused as the client's mistake. Control
+characters make no sense in a name, key or filter (and tab and line breaks only in free
+text), so they are refused too. Every type here is bounded in length; a field may narrow it.
+"""
+
+import re
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BeforeValidator, Field
+
+LONGEST_TEXT = 1000
+"""Characters any stored string may have, unless its field allows fewer."""
+
+# C0 controls, DEL and C1 controls; free text keeps tab, line feed and carriage return.
+_LINE_CONTROLS = r"\x00-\x1f\x7f-\x9f"
+_TEXT_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+LINE_PATTERN = f"^[^{_LINE_CONTROLS}]*$"
+TEXT_PATTERN = f"^[^{_TEXT_CONTROLS}]*$"
+
+
+def _refusing(controls: str) -> Any:
+    forbidden = re.compile(f"[{controls}]")
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # the str validation after this says what is wrong
+        if "\x00" in value:
+            raise ValueError("must not contain NUL (U+0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain a lone surrogate (U+D800 to U+DFFF)") from None
+        if forbidden.search(value):
+            raise ValueError("must not contain control characters")
+        if len(value) > LONGEST_TEXT:
+            raise ValueError(f"must have at most {LONGEST_TEXT} characters")
+        return value
+
+    return check
+
+
+BoundedStr = TypeVar("BoundedStr", bound=str)
+
+StoredLine = Annotated[
+    BoundedStr,
+    BeforeValidator(_refusing(_LINE_CONTROLS)),
+    Field(json_schema_extra={"pattern": LINE_PATTERN}),
+]
+"""One line of text: no NUL, lone surrogate or control character; bounded.
+
+Parameterised with the field's own constraints, which apply after these checks:
+`StoredLine[Annotated[str, StringConstraints(max_length=64)]]`.
+"""
+
+StoredText = Annotated[
+    BoundedStr,
+    BeforeValidator(_refusing(_TEXT_CONTROLS)),
+    Field(json_schema_extra={"pattern": TEXT_PATTERN}),
+]
+"""Free text: as a line, but tab and line breaks are allowed."""
