@@ -16,7 +16,7 @@ from branchloans.loans.dependencies import (
 )
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.repayment_schemas import RepaymentCreate, RepaymentRead
-from branchloans.loans.router import _write
+from branchloans.loans.writes import write
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
 from branchloans.state import DatabaseDep
@@ -80,7 +80,7 @@ async def record_repayment(
         )
         return JSONResponse(recorded[-1].model_dump(), status_code=status.HTTP_201_CREATED)
 
-    response = await _write(request, database, idempotency_key, context.scope, record)
+    response = await write(request, database, idempotency_key, context.scope, record)
     # Counted once committed, and once per payment: a replayed answer recorded nothing.
     if recorded and "Idempotent-Replayed" not in response.headers:
         metrics.repayment_received(recorded[0].currency, recorded[0].amount)

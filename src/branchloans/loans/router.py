@@ -1,28 +1,23 @@
 """HTTP endpoints for loans: parse, call the service, shape the response."""
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, StringConstraints
 
-from branchloans.db import Database, Transaction
-from branchloans.idempotency.service import run_once
+from branchloans.db import Transaction
 from branchloans.loans import listing, repayments, service
 from branchloans.loans.cursor import Position, encode_cursor
 from branchloans.loans.dependencies import (
     READ,
     CursorDep,
     IdempotencyKeyHeader,
-    IfMatchHeader,
-    ManagerDep,
     NowDep,
     WriterDep,
     change_context,
     entity_tags,
-    versions_in,
 )
 from branchloans.loans.errors import etag
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
@@ -37,11 +32,11 @@ from branchloans.loans.schemas import (
     LoanEventRead,
     LoanRead,
     LoanStats,
-    TransitionRequest,
 )
+from branchloans.loans.writes import LoanActionDep, loan_response, write
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
-from branchloans.state import DatabaseDep, app_state
+from branchloans.state import DatabaseDep
 from branchloans.text import StoredLine
 
 
@@ -60,14 +55,6 @@ _LOAN_NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
 LOAN_PATH = "/loans/{loan_id}"
-
-
-def _loan_response(
-    loan: VersionedLoan, status_code: int = status.HTTP_200_OK, **headers: str
-) -> JSONResponse:
-    return JSONResponse(
-        loan.loan, status_code=status_code, headers={"ETag": etag(loan.version), **headers}
-    )
 
 
 DEFAULT_PAGE_SIZE = 100
@@ -176,7 +163,7 @@ async def get_loan(
         if_none_match.strip() == "*" or tag in entity_tags(if_none_match)
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-    return _loan_response(loan)
+    return loan_response(loan)
 
 
 @router.get(
@@ -250,7 +237,7 @@ async def create_loan(
             + router.prefix
             + LOAN_PATH.format(loan_id=loan.loan.id)
         )
-        return _loan_response(loan, status.HTTP_201_CREATED, Location=location)
+        return loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
         # One statement, its own transaction: the loan and its first event commit together.
@@ -260,7 +247,7 @@ async def create_loan(
         async def create(transaction: Transaction) -> Response:
             return created(await service.create_loan(transaction, application, context))
 
-        response = await _write(request, database, idempotency_key, context.scope, create)
+        response = await write(request, database, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
     if (
         response.status_code == status.HTTP_201_CREATED
@@ -268,28 +255,6 @@ async def create_loan(
     ):
         metrics.loan_created(application.currency, application.amount)
     return response
-
-
-async def _write(
-    request: Request,
-    database: Database,
-    idempotency_key: str | None,
-    scope: str,
-    operation: Callable[[Transaction], Awaitable[Response]],
-) -> Response:
-    """The request's unit of work: `operation` in one transaction, committed when it returns;
-    with an Idempotency-Key, at most once per key, the answer stored in the same transaction."""
-    async with database.transaction() as transaction:
-        if idempotency_key is None:
-            return await operation(transaction)
-        return await run_once(
-            transaction,
-            request,
-            app_state(request.app).settings,
-            scope=scope,
-            key=idempotency_key,
-            operation=lambda: operation(transaction),
-        )
 
 
 @router.get(
@@ -303,58 +268,6 @@ async def list_loan_events(loan_id: uuid.UUID, database: DatabaseDep) -> JSONRes
     """Every status change of the loan, its creation first."""
     events = await service.list_events(database, loan_id)
     return JSONResponse([event.model_dump() for event in events])
-
-
-class LoanActionRequest:
-    """What every lifecycle endpoint receives: the loan, who acts, the reason, the conditions.
-
-    The manager comes before the database: a key looked up there holds no connection while
-    the request waits for another.
-    """
-
-    def __init__(
-        self,
-        loan_id: uuid.UUID,
-        manager: ManagerDep,
-        database: DatabaseDep,
-        request: Request,
-        body: TransitionRequest | None = None,
-        if_match: IfMatchHeader = None,
-        idempotency_key: IdempotencyKeyHeader = None,
-    ) -> None:
-        self.loan_id, self.database, self.request = loan_id, database, request
-        self.context = change_context(manager)
-        self.reason = body.reason if body else None
-        self.expected_versions = versions_in(if_match)
-        self.idempotency_key = idempotency_key
-
-    async def take(self, action: LoanAction) -> Response:
-        """Lock the loan, check the action applies, change it and record the event."""
-
-        async def transition(transaction: Transaction) -> VersionedLoan:
-            return await service.transition_loan(
-                transaction,
-                self.loan_id,
-                action,
-                self.context,
-                reason=self.reason,
-                expected_versions=self.expected_versions,
-            )
-
-        return await self.run(transition)
-
-    async def run(self, change: Callable[[Transaction], Awaitable[VersionedLoan]]) -> Response:
-        """`change` as the request's unit of work, answering with the changed loan."""
-
-        async def respond(transaction: Transaction) -> Response:
-            return _loan_response(await change(transaction))
-
-        return await _write(
-            self.request, self.database, self.idempotency_key, self.context.scope, respond
-        )
-
-
-LoanActionDep = Annotated[LoanActionRequest, Depends()]
 
 
 def _action_route(action: LoanAction) -> dict[str, Any]:
