@@ -265,12 +265,18 @@ class Database(Queries):
                 raise
 
     async def fetch(self, statement: Statement, **values: Any) -> list[asyncpg.Record]:
-        """Every row of one statement, run on a pooled connection (committed on its own)."""
-        try:
-            return await self._fetch_once(statement, values)
-        except asyncpg.InternalClientError as error:
-            if not _never_sent(error):
-                raise
+        """Every row of one statement, run on a pooled connection (committed on its own).
+
+        A statement refused before it was sent is sent again on the next connection: when
+        Postgres ended many at once, several may be waiting in the pool in that state (each
+        one tried is closed), so up to one try per connection the pool may hold.
+        """
+        for _ in range(self.pool.get_max_size()):
+            try:
+                return await self._fetch_once(statement, values)
+            except asyncpg.InternalClientError as error:
+                if not _never_sent(error):
+                    raise
         return await self._fetch_once(statement, values)
 
     async def _fetch_once(

@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, Date, Select, bindparam, func, select, text, 
 from branchloans.db import Queries, Statement
 from branchloans.loans.cursor import Position
 from branchloans.loans.models import Loan, LoanArrears, LoanStatus, LoanTotal
-from branchloans.loans.rows import LOAN_COLUMNS, LoanRow
+from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, loan_row
 from branchloans.loans.schemas import CENT, AtRisk, LoanStats, PortfolioAtRisk
 
 
@@ -105,11 +105,11 @@ async def list_loans(
     # One row more than the page says whether another page follows.
     statement, values = list_statement(where, limit=limit + 1, after=after)
     rows = await queries.fetch(statement, **values)
-    loans = [LoanRow.of(row) for row in rows[:limit]]
+    loans = [loan_row(row) for row in rows[:limit]]
     if len(rows) <= limit:
         return LoanPage(loans, None)
     last = loans[-1]
-    return LoanPage(loans, Position(last.created_at, last.id))
+    return LoanPage(loans, Position(last["created_at"], last["id"]))
 
 
 def stats_query() -> Select[*tuple[Any, ...]]:

@@ -23,7 +23,7 @@ from branchloans.loans.repayment_schemas import (
     ServicedInstalment,
     ServicedSchedule,
 )
-from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan
+from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan, loan_row
 from branchloans.loans.schedule import minor_unit
 from branchloans.loans.schemas import RepaymentSchedule
 from branchloans.loans.service import ChangeContext, read_loan, schedule_of, transition_loan
@@ -129,16 +129,16 @@ def _ledger(schedule: RepaymentSchedule, allocations: list[Any]) -> Ledger:
 
 
 def _check_amount(loan: LoanRow, payment: RepaymentCreate, now: datetime) -> datetime:
-    unit = minor_unit(loan.currency)
+    unit = minor_unit(loan["currency"])
     if payment.amount != payment.amount.quantize(unit):
         raise PaymentRefusedError(
-            f"{loan.currency} amounts have at most {MINOR_UNITS[loan.currency]} decimals.",
+            f"{loan['currency']} amounts have at most {MINOR_UNITS[loan['currency']]} decimals.",
         )
     paid_at = (payment.paid_at or now).astimezone(UTC)
     if paid_at > now:
         raise PaymentRefusedError("paid_at is in the future.")
-    assert loan.disbursed_at is not None
-    if paid_at < loan.disbursed_at:
+    assert loan["disbursed_at"] is not None
+    if paid_at < loan["disbursed_at"]:
         raise PaymentRefusedError("paid_at is before the loan was disbursed.")
     return paid_at
 
@@ -161,9 +161,9 @@ async def record_repayment(
     row = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
     if row is None:
         raise LoanNotFoundError(loan_id)
-    loan = LoanRow.of(row)
-    if loan.status is not LoanStatus.DISBURSED:
-        raise RepaymentNotAllowedError(loan.status)
+    loan = loan_row(row)
+    if loan["status"] is not LoanStatus.DISBURSED:
+        raise RepaymentNotAllowedError(loan["status"])
     paid_at = _check_amount(loan, payment, now)
     allocations = [record[0] for record in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
     ledger = _ledger(schedule_of(loan), allocations)
@@ -172,7 +172,7 @@ async def record_repayment(
     except OverpaymentError as error:
         raise PaymentRefusedError(
             f"The payment {error.amount} is more than the payoff amount {error.payoff} "
-            f"{loan.currency} on {paid_at.date().isoformat()}.",
+            f"{loan['currency']} on {paid_at.date().isoformat()}.",
             payoff_amount=error.payoff,
         ) from error
     outstanding = ledger.outstanding_principal
@@ -213,7 +213,7 @@ async def serviced_schedule(queries: Queries, loan_id: uuid.UUID, today: date) -
     ledger = _ledger(schedule, allocations)
     # Only a disbursed loan owes anything: before, nothing was lent; after, it is settled
     # (repaid, or written off).
-    owing = loan.status is LoanStatus.DISBURSED
+    owing = loan["status"] is LoanStatus.DISBURSED
     instalments = [
         ServicedInstalment(
             **instalment.model_dump(),
@@ -250,13 +250,13 @@ async def default_loan(
     row = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
     if row is None:
         raise LoanNotFoundError(loan_id)
-    loan = LoanRow.of(row)
+    loan = loan_row(row)
     amount = None
-    if loan.status is LoanStatus.DISBURSED and (
-        loan.term_months is None or loan.interest_rate_apr is None
+    if loan["status"] is LoanStatus.DISBURSED and (
+        loan["term_months"] is None or loan["interest_rate_apr"] is None
     ):
-        amount = loan.amount
-    elif loan.status is LoanStatus.DISBURSED:
+        amount = loan["amount"]
+    elif loan["status"] is LoanStatus.DISBURSED:
         allocations = [r[0] for r in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
         ledger = _ledger(schedule_of(loan), allocations)
         if not ledger.days_past_due(today):

@@ -235,7 +235,7 @@ async def create_loan(
         location = (
             request.scope.get("root_path", "")
             + router.prefix
-            + LOAN_PATH.format(loan_id=loan.loan.id)
+            + LOAN_PATH.format(loan_id=loan.loan["id"])
         )
         return loan_response(loan, status.HTTP_201_CREATED, Location=location)
 

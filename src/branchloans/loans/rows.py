@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from branchloans.loans.models import Loan, LoanStatus
 
@@ -26,9 +26,9 @@ LOAN_COLUMNS = (
 _STATUS = {status.value: status for status in LoanStatus}
 
 
-@dataclass(frozen=True, slots=True)
-class LoanRow:
-    """A loan as the API shows it: `LoanRead`'s fields (orjson writes it as an object)."""
+class LoanRow(TypedDict):
+    """A loan as the API shows it: `LoanRead`'s fields. A dict, because orjson writes a list
+    page of dicts about a third faster than of dataclasses (bench/RESULTS.md)."""
 
     id: uuid.UUID
     borrower_id: str
@@ -41,12 +41,15 @@ class LoanRow:
     updated_at: datetime
     disbursed_at: datetime | None
 
-    @classmethod
-    def of(cls, row: Sequence[Any]) -> "LoanRow":
-        """The loan in a row whose first columns are `LOAN_COLUMNS`."""
-        values = list(row[:10])
-        values[4] = _STATUS[values[4]]
-        return cls(*values)
+
+_FIELDS = tuple(LoanRow.__annotations__)
+
+
+def loan_row(record: Sequence[Any]) -> LoanRow:
+    """The loan in a row whose first columns are `LOAN_COLUMNS`."""
+    row: dict[str, Any] = dict(zip(_FIELDS, record, strict=False))
+    row["status"] = _STATUS[row["status"]]
+    return cast(LoanRow, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +62,4 @@ class VersionedLoan:
     @classmethod
     def of(cls, row: Sequence[Any]) -> "VersionedLoan":
         """The loan in a row selected with `LOAN_COLUMNS` and then `Loan.version`."""
-        return cls(LoanRow.of(row), row[10])
+        return cls(loan_row(row), row[10])

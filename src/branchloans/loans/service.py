@@ -208,7 +208,7 @@ async def list_events(queries: Queries, loan_id: uuid.UUID) -> list[LoanEventRea
 
 def schedule_start(loan: LoanRow) -> date:
     """The day (UTC) a loan's instalments are counted from: its disbursement, else its creation."""
-    start: datetime = loan.disbursed_at or loan.created_at
+    start: datetime = loan["disbursed_at"] or loan["created_at"]
     return start.astimezone(UTC).date()
 
 
@@ -225,7 +225,7 @@ async def get_schedule(queries: Queries, loan_id: uuid.UUID) -> LoanSchedule:
 
 def schedule_of(loan: LoanRow) -> RepaymentSchedule:
     """The loan's repayment schedule; `ScheduleUnavailableError` when it cannot have one."""
-    term, apr = loan.term_months, loan.interest_rate_apr
+    term, apr = loan["term_months"], loan["interest_rate_apr"]
     if term is None or apr is None:
         missing = [
             name
@@ -233,13 +233,13 @@ def schedule_of(loan: LoanRow) -> RepaymentSchedule:
             if value is None
         ]
         raise ScheduleUnavailableError(
-            f"Loan {loan.id} has no {' and no '.join(missing)}; "
+            f"Loan {loan['id']} has no {' and no '.join(missing)}; "
             "a schedule needs both term_months and interest_rate_apr.",
             missing=missing,
         )
     try:
-        return build_schedule(loan.amount, loan.currency, term, apr, schedule_start(loan))
+        return build_schedule(loan["amount"], loan["currency"], term, apr, schedule_start(loan))
     except UnpayableAmountError as error:
         raise ScheduleUnavailableError(
-            f"Loan {loan.id} cannot be scheduled exactly: {error}."
+            f"Loan {loan['id']} cannot be scheduled exactly: {error}."
         ) from error
