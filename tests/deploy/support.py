@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,14 @@ def alert_signals(job: str) -> list[tuple[str, str]]:
             assert match, f"{rule['alert']}: not `signal comparison threshold`"
             signals.append((rule["alert"], match[1]))
     return signals
+
+
+def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """promtool run in deploy/prometheus, where the config's relative paths start."""
+    return subprocess.run(
+        [require("promtool", "prometheus"), *arguments],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -3,7 +3,6 @@ promtool, and the scrape job that feeds them."""
 
 import json
 import re
-import subprocess
 
 import pytest
 import yaml
@@ -13,7 +12,7 @@ from tests.deploy.support import (
     DASHBOARD_FILE,
     PROMETHEUS_DIR,
     api_panels,
-    require,
+    promtool,
 )
 
 ALERTS = (
@@ -21,16 +20,6 @@ ALERTS = (
     "BranchLoansBackupAgeUnknown",
     "BranchLoansWalArchivingFailing",
 )
-
-
-def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [require("promtool", "prometheus"), *arguments],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_prometheus_loads_the_backup_rules() -> None:

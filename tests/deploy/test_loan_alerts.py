@@ -1,21 +1,9 @@
 """The loan book alert rules (deploy/prometheus/loan-alerts.yml), checked and unit-tested by
 promtool."""
 
-import subprocess
-
 import yaml
 
-from tests.deploy.support import PROMETHEUS_DIR, require
-
-
-def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [require("promtool", "prometheus"), *arguments],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from tests.deploy.support import PROMETHEUS_DIR, promtool
 
 
 def test_prometheus_loads_the_loan_rules() -> None:

@@ -1,27 +1,15 @@
 """Prometheus's config and alert rules, checked and unit-tested by promtool."""
 
 import re
-import subprocess
 
 import pytest
 import yaml
 
-from tests.deploy.support import PROMETHEUS_DIR, REPO, require
+from tests.deploy.support import PROMETHEUS_DIR, REPO, promtool
 
 # One file per group of rules, so that each group's tests stay beside each other.
 UNIT_TEST_FILES = ("alerts.test.yml", "database-alerts.test.yml")
 RUNBOOK = "https://github.com/branchloans/branch-loans-api/blob/main/MONITORING.md"
-
-
-def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """promtool run in deploy/prometheus, where the config's relative paths start."""
-    return subprocess.run(
-        [require("promtool", "prometheus"), *arguments],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_promtool_accepts_the_config() -> None:
