@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 LONGEST_TEXT = 1000
 """Characters any stored string may have, unless its field allows fewer."""
@@ -21,6 +22,10 @@ LINE_PATTERN = f"^[^{_LINE_CONTROLS}]*$"
 TEXT_PATTERN = f"^[^{_TEXT_CONTROLS}]*$"
 
 
+# The problem `type` of every refusal here but length, as the API's other checks name it.
+_INVALID = "invalid_characters"
+
+
 def _refusing(controls: str) -> Any:
     forbidden = re.compile(f"[{controls}]")
 
@@ -28,15 +33,19 @@ def _refusing(controls: str) -> Any:
         if not isinstance(value, str):
             return value  # the str validation after this says what is wrong
         if "\x00" in value:
-            raise ValueError("must not contain NUL (U+0000)")
+            raise PydanticCustomError(_INVALID, "must not contain NUL (U+0000)")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError("must not contain a lone surrogate (U+D800 to U+DFFF)") from None
+            raise PydanticCustomError(
+                _INVALID, "must not contain a lone surrogate (U+D800 to U+DFFF)"
+            ) from None
         if forbidden.search(value):
-            raise ValueError("must not contain control characters")
+            raise PydanticCustomError(
+                _INVALID, "must be printable text, without control characters"
+            )
         if len(value) > LONGEST_TEXT:
-            raise ValueError(f"must have at most {LONGEST_TEXT} characters")
+            raise PydanticCustomError("too_long", f"must be at most {LONGEST_TEXT} characters")
         return value
 
     return check

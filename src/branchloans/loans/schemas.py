@@ -60,7 +60,8 @@ def _currency_code(value: str) -> str:
         raise PydanticCustomError(
             "unknown_currency",
             "must be an ISO 4217 currency code such as INR, KES or USD; '{value}' is not one",
-            {"value": value},
+            # Quoted escaped: a lone surrogate cannot be written into the message (or JSON).
+            {"value": value.encode("utf-8", "backslashreplace").decode("utf-8")},
         )
     return code
 
