@@ -70,7 +70,12 @@ def drain_on_sigterm(draining: threading.Event, seconds: float) -> Iterator[None
             server_handler(sig, None)
 
     def stop_handshakes_then_pass_on(sig: int) -> None:
-        stopped = refuse_new_handshakes()
+        try:
+            stopped = refuse_new_handshakes()
+        except Exception as error:  # the server must stop all the same
+            logger.warning("could not refuse new handshakes", error=repr(error))
+            pass_on(sig)
+            return
         logger.info("draining done: accepting only handshakes already made", sockets=stopped)
         loop.call_later(_SETTLE_SECONDS, pass_on, sig)
 
