@@ -8,10 +8,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from branchloans.db import Database, Queries
-from branchloans.loans.metrics import count_loans_by_status
+from branchloans.loans.listing import get_stats
 from branchloans.loans.models import LoanStatus
 from branchloans.migrate import alembic_config, upgrade_to_head
 from tests.support import DatabaseInTransaction, make_settings
+
+
+async def count_loans_by_status(queries: Queries) -> dict[LoanStatus, int]:
+    """Loans per status, as the statistics and the metrics read them from loan_totals."""
+    return (await get_stats(queries)).by_status
+
 
 INSERT = text(
     "INSERT INTO loans (id, borrower_id, amount, currency, status, disbursed_at)"

@@ -1,14 +1,15 @@
 """Probe endpoints: open to everyone, never touching the loans table."""
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
 from branchloans.health import service
 from branchloans.health.schemas import Check, CheckStatus, HealthReport, Liveness
 from branchloans.responses import JSONResponse
-from branchloans.state import DatabaseDep, StateDep
+from branchloans.state import AppState, DatabaseDep, StateDep
 
 router = APIRouter(tags=["health"])
 
@@ -30,20 +31,16 @@ _UNHEALTHY: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _recent_database_check(request: Request) -> service.RecentDatabaseCheck:
-    # One per application, so per worker, made on its first probe.
-    app_state = request.app.state
-    if not hasattr(app_state, "recent_database_check"):
-        app_state.recent_database_check = service.RecentDatabaseCheck()
-    recent: service.RecentDatabaseCheck = app_state.recent_database_check
-    return recent
+@cache  # one per application, so per worker, made on its first probe
+def _recent_database_check(state: AppState) -> service.RecentDatabaseCheck:
+    return service.RecentDatabaseCheck()
 
 
 @router.get("/health", response_model=HealthReport, responses=_UNHEALTHY, summary="Health check")
-async def health(request: Request, state: StateDep, database: DatabaseDep) -> JSONResponse:
+async def health(state: StateDep, database: DatabaseDep) -> JSONResponse:
     """The API and its database, answered within the configured health timeout. The
     database's result is reused for up to one second; its `age_seconds` says how old it is."""
-    recent = _recent_database_check(request)
+    recent = _recent_database_check(state)
     database_check = await recent.check(database, state.settings.health_timeout)
     return _report({"api": service.API_CHECK, "database": database_check})
 

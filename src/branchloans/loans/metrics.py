@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from branchloans.db import Database, Queries
+from branchloans.db import Database
 from branchloans.loans.listing import get_stats
 from branchloans.loans.models import LoanStatus
 from branchloans.loans.schemas import PortfolioAtRisk
@@ -62,11 +62,6 @@ class LoanMetrics:
         self.created.labels(currency).inc()
         # A float only here: Prometheus values are doubles; the loan itself stays a Decimal.
         self.amount.labels(currency).inc(float(amount))
-
-
-async def count_loans_by_status(queries: Queries) -> dict[LoanStatus, int]:
-    """Loans per status, every status included, from the counts Postgres keeps: no scan of loans."""
-    return (await get_stats(queries)).by_status
 
 
 class LoanFigures(ScrapeFigures):
