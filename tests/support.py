@@ -283,3 +283,20 @@ def database_of_its_own(purpose: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop_database(url))
+
+
+class RowLock:
+    """Holds a loan's row lock from another connection, so an action on it stays in flight."""
+
+    def __init__(self, database_url: str, loan_id: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._connection = self._loop.run_until_complete(asyncpg.connect(asyncpg_dsn(database_url)))
+        self._loop.run_until_complete(self._connection.execute("BEGIN"))
+        self._loop.run_until_complete(
+            self._connection.execute("SELECT 1 FROM loans WHERE id = $1 FOR UPDATE", loan_id)
+        )
+
+    def release(self) -> None:
+        self._loop.run_until_complete(self._connection.execute("COMMIT"))
+        self._loop.run_until_complete(self._connection.close())
+        self._loop.close()

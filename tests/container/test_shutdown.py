@@ -1,39 +1,18 @@
 """`podman stop` on the api container: the request in flight is answered, then it exits 0
 within compose.yaml's stop_grace_period."""
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 
-from branchloans.migrate import asyncpg_dsn
 from tests.container.conftest import RunningApi, Stack, create_api_key, start_api
 from tests.container.engine import podman, remove_container
-from tests.support import SERVER_URL
+from tests.support import SERVER_URL, RowLock
 
 LOAN = {"borrower_id": "usr_container_stop", "amount": 300, "currency": "KES"}
-
-
-class RowLock:
-    """Holds a loan's row lock from another connection, so an action on it stays in flight."""
-
-    def __init__(self, database: str, loan_id: str) -> None:
-        url = SERVER_URL.rsplit("/", 1)[0] + f"/{database}"
-        self._loop = asyncio.new_event_loop()
-        self._connection = self._loop.run_until_complete(asyncpg.connect(asyncpg_dsn(url)))
-        self._loop.run_until_complete(self._connection.execute("BEGIN"))
-        self._loop.run_until_complete(
-            self._connection.execute("SELECT 1 FROM loans WHERE id = $1 FOR UPDATE", loan_id)
-        )
-
-    def release(self) -> None:
-        self._loop.run_until_complete(self._connection.execute("COMMIT"))
-        self._loop.run_until_complete(self._connection.close())
-        self._loop.close()
 
 
 @pytest.fixture
@@ -56,7 +35,7 @@ def test_stop_answers_the_request_in_flight_then_exits_0_within_the_grace_period
         created = http.post("/api/loans", json=LOAN)
         assert created.status_code == 201, created.text
         loan_id = created.json()["id"]
-        lock = RowLock(stack.database, loan_id)
+        lock = RowLock(SERVER_URL.rsplit("/", 1)[0] + f"/{stack.database}", loan_id)
         in_flight: dict[str, httpx.Response] = {}
         approving = threading.Thread(
             target=lambda: in_flight.setdefault(

@@ -1,39 +1,19 @@
 """Graceful shutdown of the real server: readiness says 503 first, requests in flight finish,
 new connections are refused, nothing accepted is cut off."""
 
-import asyncio
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 
-from branchloans.migrate import asyncpg_dsn
-from tests.support import LiveServer, live_server
+from tests.support import LiveServer, RowLock, live_server
 
 DRAIN_SECONDS = 1.5
 LOAN = {"borrower_id": "usr_shutdown", "amount": 250, "currency": "KES"}
-
-
-class RowLock:
-    """Holds a loan's row lock from another connection, so an action on it stays in flight."""
-
-    def __init__(self, database_url: str, loan_id: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._connection = self._loop.run_until_complete(asyncpg.connect(asyncpg_dsn(database_url)))
-        self._loop.run_until_complete(self._connection.execute("BEGIN"))
-        self._loop.run_until_complete(
-            self._connection.execute("SELECT 1 FROM loans WHERE id = $1 FOR UPDATE", loan_id)
-        )
-
-    def release(self) -> None:
-        self._loop.run_until_complete(self._connection.execute("COMMIT"))
-        self._loop.run_until_complete(self._connection.close())
-        self._loop.close()
 
 
 def _refuses_connections(http: httpx.Client, within: float) -> bool:
