@@ -24,6 +24,7 @@ import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -263,11 +264,14 @@ class RolloutDrill:
             time.sleep(0.1)
         raise RuntimeError(f"nginx did not start:\n{(self.work / 'nginx.log').read_text()}")
 
+    def _trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.work / "certs" / "ca.crt")
+
     def client_sync(self) -> httpx.Client:
         """A client of nginx's TLS port, trusting the drill's CA, with the API key."""
         return httpx.Client(
             base_url=f"https://localhost:{self.https_port}",
-            verify=str(self.work / "certs" / "ca.crt"),
+            verify=self._trust(),
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=60,
         )
@@ -309,7 +313,7 @@ class RolloutDrill:
         done = asyncio.Event()
         async with httpx.AsyncClient(
             base_url=f"https://localhost:{self.https_port}",
-            verify=str(self.work / "certs" / "ca.crt"),
+            verify=self._trust(),
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=60,
             limits=httpx.Limits(max_connections=self.clients),
