@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZATION = REPO / "deploy" / "k8s" / "base" / "kustomization.yaml"
 DRAIN_SETTINGS = ("SHUTDOWN_DRAIN_SECONDS", "SHUTDOWN_GRACE_SECONDS")
 _LITERAL = re.compile(r"^\s*- (SHUTDOWN_[A-Z_]+)=(\S+)$", re.MULTILINE)
+# The server the drill makes its database on.
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 # One address sends all the load: nginx's per-client write limit would refuse most of it.
 DRILL_WRITE_RATE = "100000r/s"
@@ -74,6 +75,8 @@ class Tally:
     acknowledged: dict[str, str] = field(default_factory=dict)
     borrowers: dict[str, str] = field(default_factory=dict)
     resent_creates: int = 0
+    # Seconds from each SIGTERM to the process's exit.
+    stops: list[float] = field(default_factory=list)
     loan_ids: list[str] = field(default_factory=list)
 
     def fail(self, what: str) -> None:
@@ -91,6 +94,7 @@ class DrillReport:
     resent_creates: int
     passed_on: int
     replaced: int
+    longest_stop: float
     seconds: float
     problems: tuple[str, ...]
 
@@ -108,7 +112,8 @@ class DrillReport:
         return (
             f"{self.creates} creates acknowledged ({self.resent_creates} needed a retry);"
             f" nginx passed {self.passed_on} requests on to the other instance;"
-            f" {self.replaced} instances replaced in {self.seconds:.1f} s"
+            f" {self.replaced} instances replaced in {self.seconds:.1f} s, the longest"
+            f" {self.longest_stop:.1f} s from SIGTERM to exit"
         )
 
 
@@ -201,14 +206,22 @@ class Instance:
 class RolloutDrill:
     """One drill in a temporary directory; a context manager that removes everything."""
 
-    def __init__(self, *, seconds: float, rate: float, clients: int, max_requests: int) -> None:
+    def __init__(
+        self,
+        *,
+        seconds: float,
+        rate: float,
+        clients: int,
+        max_requests: int,
+        server_url: str = SERVER_URL,
+    ) -> None:
         self.seconds = seconds
         self.rate = rate
         self.clients = clients
         self.max_requests = max_requests
         self.work = Path(tempfile.mkdtemp(prefix="branchloans-rollout-"))
         self.database_url = (
-            make_url(SERVER_URL)
+            make_url(server_url)
             .set(database=f"branchloans_rollout_{uuid.uuid4().hex[:8]}")
             .render_as_string(hide_password=False)
         )
@@ -303,7 +316,8 @@ class RolloutDrill:
             creates=len(self.tally.acknowledged),
             resent_creates=self.tally.resent_creates,
             passed_on=self._passed_on(),
-            replaced=len(self.instances),
+            replaced=len(self.tally.stops),
+            longest_stop=max(self.tally.stops),
             seconds=elapsed,
             problems=tuple(problems),
         )
@@ -338,7 +352,9 @@ class RolloutDrill:
 
     def _replace(self, instance: Instance) -> None:
         """Replace one instance as a rolling deploy replaces a pod."""
+        signalled = time.monotonic()
         exit_code = instance.stop()
+        self.tally.stops.append(time.monotonic() - signalled)
         # uvicorn raises the signal again once it has shut down: -15 is a clean exit too.
         if exit_code not in (0, -signal.SIGTERM):
             self.tally.fail(f"{instance.name} exited with {exit_code} after SIGTERM")
