@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from ops.rollout_drill import DrillReport, RolloutDrill
+from tests.deploy.kube import containers, one, pod_spec, render
 from tests.support import SERVER_URL
 
 # Small enough to keep the suite quick; `make rollout-drill` runs a minute at 200 requests/s.
@@ -51,3 +52,15 @@ def test_nginx_passed_requests_on_while_an_instance_was_down(
 
     # The drill is no drill if nothing failed over: each stop sent requests elsewhere.
     assert report.passed_on > 0
+
+
+def test_each_instance_exited_within_the_pods_termination_budget(
+    drill: tuple[RolloutDrill, DrillReport],
+) -> None:
+    _, report = drill
+    deployment = one(render("base"), "Deployment", "branch-loans-api")
+    (api,) = containers(deployment)
+    pre_stop = api["lifecycle"]["preStop"]["sleep"]["seconds"]
+
+    # What is left of terminationGracePeriodSeconds after the preStop sleep, before SIGKILL.
+    assert report.longest_stop < pod_spec(deployment)["terminationGracePeriodSeconds"] - pre_stop
