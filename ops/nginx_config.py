@@ -6,6 +6,11 @@ import getpass
 import os
 import re
 import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,9 +87,30 @@ def loopback_values(
     }
 
 
-def nginx_command(config: Path) -> list[str]:
-    """nginx in the foreground on `config` (from write_nginx_config), errors on stderr."""
+@contextmanager
+def running_nginx(prefix: Path, values: dict[str, str]) -> Iterator[Path]:
+    """nginx on the rendered template under `prefix` until the block ends, once its TLS port
+    accepts connections; yields its log (access log and errors)."""
+    config = write_nginx_config(prefix, values)
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/bin")
     if nginx is None:
         raise FileNotFoundError("nginx is missing: apt-get install nginx")
-    return [nginx, "-e", "stderr", "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"]
+    log = prefix / "nginx.log"
+    command = [nginx, "-e", "stderr", "-p", str(prefix), "-c", str(config), "-g", "daemon off;"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        host, port = values["NGINX_HTTPS_PORT"].rsplit(":", 1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start:\n{log.read_text()}") from None
+                time.sleep(0.05)
+        yield log
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -16,7 +16,6 @@ end) and nginx (Debian: nginx).
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -25,7 +24,6 @@ import re
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,12 +34,12 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
 
 from branchloans.certs import ensure_certificates
 from branchloans.migrate import asyncpg_dsn, create_database_if_missing, drop_database
-from ops.nginx_config import loopback_values, nginx_command, write_nginx_config
+from ops.api_instance import Instance
+from ops.nginx_config import loopback_values, running_nginx
 from ops.throwaway_cluster import free_port, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +91,7 @@ class DrillReport:
     creates: int
     resent_creates: int
     passed_on: int
+    posts_passed_on: int
     replaced: int
     longest_stop: float
     seconds: float
@@ -111,96 +110,11 @@ class DrillReport:
         """The figures behind the line."""
         return (
             f"{self.creates} creates acknowledged ({self.resent_creates} needed a retry);"
-            f" nginx passed {self.passed_on} requests on to the other instance;"
+            f" nginx passed {self.passed_on} requests on to the other instance"
+            f" ({self.posts_passed_on} of them keyed POSTs);"
             f" {self.replaced} instances replaced in {self.seconds:.1f} s, the longest"
             f" {self.longest_stop:.1f} s from SIGTERM to exit"
         )
-
-
-class Instance:
-    """`branchloans serve` on one loopback port, one worker, as a pod runs it."""
-
-    def __init__(self, name: str, port: int, env: dict[str, str], logs: Path) -> None:
-        self.name = name
-        self.port = port
-        self.env = env
-        self.logs = logs
-        self.metrics = logs / f"{name}-metrics"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.generation = 0
-
-    @property
-    def url(self) -> str:
-        """Where the instance answers, bypassing nginx."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start a new process on the instance's port."""
-        self.generation += 1
-        log = self.logs / f"{self.name}-{self.generation}.log"
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "branchloans.cli", "serve", "--port", str(self.port)],
-                # Emptied at each start: a new process counts its own requests from zero.
-                env={**os.environ, **self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics)},
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_until_ready(self, seconds: float = 60) -> None:
-        """Return once /readiness answers 200, as a readiness probe would see it."""
-        assert self.process is not None
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/readiness", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} was not ready within {seconds} s")
-
-    def api_requests_answered(self) -> float:
-        """Requests to /api this process has answered (its own /metrics)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=2).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            if family.name == "http_requests"
-            for sample in family.samples
-            if sample.name == "http_requests_total"
-            and sample.labels.get("handler", "").startswith("/api")
-        )
-
-    def wait_until_serving_traffic(self, seconds: float = 30) -> None:
-        """Return once nginx has sent the process a request. nginx learns that a server is
-        back only by trying it again, fail_timeout (10 s) after it last failed."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if self.api_requests_answered() > 0:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"nginx sent {self.name} no request within {seconds} s")
-
-    def stop(self, seconds: float = 60) -> int:
-        """SIGTERM, as Kubernetes sends it: the process drains, finishes and exits."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            raise
-
-    def kill(self) -> None:
-        """Stop the process at once (cleanup after a failed drill)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 class RolloutDrill:
@@ -228,6 +142,7 @@ class RolloutDrill:
         self._stack = ExitStack()
         self.instances: list[Instance] = []
         self.https_port = 0
+        self.edge_log = self.work / "nginx" / "nginx.log"
         self.api_key = ""
         self.tally = Tally()
 
@@ -264,30 +179,10 @@ class RolloutDrill:
             http_port=free_port(),
         )
         values |= {"NGINX_WRITE_RATE": DRILL_WRITE_RATE, "NGINX_WRITE_BURST": "1000"}
-        config = write_nginx_config(self.work / "nginx", values)
-        with (self.work / "nginx.log").open("wb") as log:
-            edge = subprocess.Popen(nginx_command(config), stdout=log, stderr=subprocess.STDOUT)
-        self._stack.callback(edge.wait, 10)
-        self._stack.callback(edge.terminate)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError), self.client_sync() as client:
-                if client.get("/health").status_code < 500:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"nginx did not start:\n{(self.work / 'nginx.log').read_text()}")
+        self.edge_log = self._stack.enter_context(running_nginx(self.work / "nginx", values))
 
     def _trust(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.work / "certs" / "ca.crt")
-
-    def client_sync(self) -> httpx.Client:
-        """A client of nginx's TLS port, trusting the drill's CA, with the API key."""
-        return httpx.Client(
-            base_url=f"https://localhost:{self.https_port}",
-            verify=self._trust(),
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            timeout=60,
-        )
 
     def run(self) -> DrillReport:
         """Every step of the drill; the report of what the load saw and the database holds."""
@@ -310,12 +205,14 @@ class RolloutDrill:
         for instance in self.instances:
             instance.stop()
         problems = asyncio.run(self._check_creates())
+        passed_on = self._passed_on()
         return DrillReport(
             requests=self.tally.requests,
             failed=len(self.tally.failures),
             creates=len(self.tally.acknowledged),
             resent_creates=self.tally.resent_creates,
-            passed_on=self._passed_on(),
+            passed_on=len(passed_on),
+            posts_passed_on=passed_on.count("POST"),
             replaced=len(self.tally.stops),
             longest_stop=max(self.tally.stops),
             seconds=elapsed,
@@ -427,12 +324,12 @@ class RolloutDrill:
             self.tally.fail(f"POST /api/loans: {response.status_code} {response.text[:200]}")
         return False
 
-    def _passed_on(self) -> int:
-        """Requests nginx tried on more than one instance (its access log's `upstream` lists
-        each address it tried)."""
-        lines = (self.work / "nginx.log").read_text().splitlines()
+    def _passed_on(self) -> list[str]:
+        """The methods of the requests nginx tried on more than one instance (its access
+        log's `upstream` lists each address it tried)."""
+        lines = self.edge_log.read_text().splitlines()
         entries = [json.loads(line) for line in lines if line.startswith("{")]
-        return sum(1 for entry in entries if "," in entry.get("upstream", ""))
+        return [entry["method"] for entry in entries if "," in entry.get("upstream", "")]
 
     async def _check_creates(self) -> list[str]:
         """Every acknowledged create is in the database once, as the loan it was answered as."""

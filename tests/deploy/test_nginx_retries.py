@@ -6,9 +6,7 @@ or answer requests as each test needs."""
 import json
 import re
 import ssl
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,8 +20,8 @@ import uvicorn
 
 from branchloans.app import create_app
 from branchloans.certs import ensure_certificates
-from ops.nginx_config import loopback_values, nginx_command
-from tests.deploy.support import NGINX_TEMPLATE, free_port, write_nginx_config
+from ops.nginx_config import NGINX_TEMPLATE, loopback_values, running_nginx
+from tests.deploy.support import free_port
 from tests.support import SERVER_URL, make_settings
 
 # first: the first instance a request reaches closes the connection without an answer and
@@ -130,27 +128,15 @@ def edge(certs: Path, prefix: Path, ports: list[int]) -> Iterator[httpx.Client]:
     https_port = free_port()
     upstreams = [f"127.0.0.1:{port}" for port in ports]
     values = loopback_values(certs, upstreams, https_port=https_port, http_port=free_port())
-    config = write_nginx_config(prefix, values)
-    with (prefix / "nginx.log").open("wb") as log:
-        nginx = subprocess.Popen(nginx_command(config), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with httpx.Client(
+    with (
+        running_nginx(prefix, values),
+        httpx.Client(
             base_url=f"https://localhost:{https_port}",
             verify=ssl.create_default_context(cafile=certs / "ca.crt"),
             timeout=10,
-        ) as client:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.get("/metrics")  # nginx answers this one itself
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, (prefix / "nginx.log").read_text()
-                    time.sleep(0.05)
-            yield client
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
+        ) as client,
+    ):
+        yield client
 
 
 KEYED = {"Idempotency-Key": "3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"}
