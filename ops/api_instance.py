@@ -1,5 +1,5 @@
-"""One API instance for the drills: `branchloans serve` on a loopback port, one worker, as a
-pod runs it, started, probed and stopped as Kubernetes does."""
+"""One API instance for the rollout drill: `branchloans serve` on a loopback port, one worker,
+as a pod runs it, started, probed and stopped as Kubernetes does."""
 
 import contextlib
 import os
@@ -36,7 +36,16 @@ class Instance:
         log = self.logs / f"{self.name}-{self.generation}.log"
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "branchloans.cli", "serve", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "branchloans.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
                 # Emptied at each start: a new process counts its own requests from zero.
                 env={**os.environ, **self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics)},
                 stdout=output,

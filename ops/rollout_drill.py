@@ -66,12 +66,12 @@ def pod_drain_settings() -> dict[str, str]:
 @dataclass
 class Tally:
     """What the load saw: requests sent, answers that were not the expected one, creates
-    acknowledged (key -> loan id) and loan ids to read back."""
+    acknowledged (each borrower, unique to its create, -> the loan id answered) and loan ids
+    to read back."""
 
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     acknowledged: dict[str, str] = field(default_factory=dict)
-    borrowers: dict[str, str] = field(default_factory=dict)
     resent_creates: int = 0
     # Seconds from each SIGTERM to the process's exit.
     stops: list[float] = field(default_factory=list)
@@ -307,8 +307,8 @@ class RolloutDrill:
         body = {"borrower_id": borrower, "amount": "1500.00", "currency": "INR"}
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             await asyncio.sleep(delay)
-            if attempt:
-                self.tally.resent_creates += attempt == 1
+            if attempt == 1:
+                self.tally.resent_creates += 1
             response = await self._send(
                 client, "POST", "/api/loans", json=body, headers={"Idempotency-Key": key}
             )
@@ -316,9 +316,7 @@ class RolloutDrill:
                 continue
             if response.status_code == 201:
                 loan_id = response.json()["id"]
-                if self.tally.acknowledged.setdefault(key, loan_id) != loan_id:
-                    self.tally.fail(f"key {key} acknowledged as two loans")
-                self.tally.borrowers[borrower] = loan_id
+                self.tally.acknowledged[borrower] = loan_id
                 self.tally.loan_ids.append(loan_id)
                 return True
             self.tally.fail(f"POST /api/loans: {response.status_code} {response.text[:200]}")
@@ -345,7 +343,7 @@ class RolloutDrill:
         for row in rows:
             stored.setdefault(row["borrower_id"], []).append(row["id"])
         problems = []
-        for borrower, loan_id in self.tally.borrowers.items():
+        for borrower, loan_id in self.tally.acknowledged.items():
             if stored.get(borrower) != [loan_id]:
                 problems.append(
                     f"{borrower}: acknowledged {loan_id}, stored {stored.get(borrower)}"
