@@ -204,6 +204,19 @@ def test_a_keyed_create_no_instance_answers_gets_the_problem_document(
     assert sorted(attempt.port for attempt in instances.only_request()) == sorted(ports)
 
 
+def test_keyed_writes_are_limited_per_client_like_any_other(certs: Path, tmp_path: Path) -> None:
+    with serving("none") as (_, ports), edge(certs, tmp_path, ports) as client:
+        statuses = [
+            client.post("/api/loans", json=LOAN, headers={"Idempotency-Key": f"k{n}"})
+            for n in range(40)
+        ]
+
+    # 10 writes/s with a burst of 20 (loopback_values): 40 at once cannot all pass.
+    refused = [response for response in statuses if response.status_code == 429]
+    assert refused
+    assert refused[0].headers["Content-Type"] == "application/problem+json"
+
+
 def test_every_post_route_takes_the_idempotency_key_nginx_resends_on() -> None:
     schema = create_app(make_settings(SERVER_URL)).openapi()
     posts = {path: item["post"] for path, item in schema["paths"].items() if "post" in item}
