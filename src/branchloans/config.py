@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 from pydantic import Field, PostgresDsn, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy import make_url
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
 
@@ -212,6 +213,13 @@ class Settings(BaseSettings):
         """The database the service works in, taken from DATABASE_URL."""
         assert self.database_url.path is not None
         return self.database_url.path.lstrip("/")
+
+    @property
+    def owner_database_url(self) -> str:
+        """The owner's connection (MIGRATION_DATABASE_URL, else DATABASE_URL), aimed at the
+        service's database: migrations and key management run as the owner."""
+        url = (self.migration_database_url or self.database_url).encoded_string()
+        return make_url(url).set(database=self.database_name).render_as_string(hide_password=False)
 
 
 @lru_cache
