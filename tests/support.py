@@ -47,7 +47,7 @@ def throwaway_database_url(purpose: str) -> str:
     return make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
 
 
-def with_password(database_url: str, password: str = "k3Jq9vXz2Lw8") -> str:
+def with_password(database_url: str, password: str = "k3Jq9vXz2Lw8pR4t") -> str:
     """`database_url` with a password production accepts (the local server trusts any)."""
     return make_url(database_url).set(password=password).render_as_string(hide_password=False)
 

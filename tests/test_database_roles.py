@@ -21,11 +21,14 @@ from branchloans.migrate import (
 )
 from tests.support import SERVER_URL, make_settings, throwaway_database_url
 
+# Long enough for production; the test server trusts any password.
+APP_PASSWORD = "app-secret-k3Jq9vXz2Lw8"
+
 
 def _as_role(url: str, role: str) -> str:
     return (
         make_url(url)
-        .set(username=role, password="app-secret")
+        .set(username=role, password=APP_PASSWORD)
         .render_as_string(hide_password=False)
     )
 
@@ -35,7 +38,7 @@ def app_role_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, st
     """A database migrated by the owner, with DATABASE_URL naming a separate API role."""
     owner_url = throwaway_database_url("roles")
     role = f"bl_app_{uuid.uuid4().hex[:8]}"
-    app_url = make_url(owner_url).set(username=role, password="app-secret")
+    app_url = make_url(owner_url).set(username=role, password=APP_PASSWORD)
     monkeypatch.setenv("MIGRATION_DATABASE_URL", owner_url)
     monkeypatch.setenv("DATABASE_URL", app_url.render_as_string(hide_password=False))
     get_settings.cache_clear()
@@ -167,7 +170,11 @@ def test_a_migration_rewrites_history_only_with_the_triggers_set_aside(
 
 
 async def _create_approve_and_revoke(app_url: str, key: str, name: str) -> list[int]:
-    app = create_app(make_settings(app_url, auth_required=True, api_key_cache_seconds=0))
+    # Production too: it refuses to start as a superuser, and the API's role is none.
+    settings = make_settings(
+        app_url, app_env="production", api_key_cache_seconds=0, migration_database_url=None
+    )
+    app = create_app(settings)
     statuses = []
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -185,7 +192,7 @@ async def _create_approve_and_revoke(app_url: str, key: str, name: str) -> list[
     return statuses
 
 
-def test_api_works_as_its_role_with_keys_the_owner_manages(
+def test_api_works_in_production_as_its_role_with_keys_the_owner_manages(
     app_role_database: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     owner_url, role = app_role_database

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
-from branchloans.config import Settings, get_settings
+from branchloans.config import AppEnv, Settings, get_settings
 from branchloans.db import Database
 from branchloans.docs import install_docs
 from branchloans.health.router import router as health_router
@@ -78,6 +78,23 @@ principal.
 """
 
 
+class SuperuserRefusedError(RuntimeError):
+    """Production connected as a superuser, which no privilege or trigger restrains."""
+
+
+async def _refuse_superuser(database: Database) -> None:
+    # Production needs the database at startup for this: DB_STARTUP_TIMEOUT bounds the wait.
+    role, superuser = await database.role()
+    if superuser:
+        message = (
+            f"APP_ENV=production refuses to run as the superuser {role!r}: connect as the "
+            "API's own role (DATABASE_URL), which `branchloans migrate` creates"
+        )
+        logger.error(message)
+        await database.close()
+        raise SuperuserRefusedError(message)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; the database pool is opened at startup and closed at shutdown."""
     settings = settings or get_settings()
@@ -102,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.db_startup_timeout:
             await wait_for_database(database, settings.db_startup_timeout)
+        if settings.app_env is AppEnv.PRODUCTION:
+            await _refuse_superuser(database)
         if not settings.requires_auth:
             logger.warning(
                 "authentication is off: anyone who can reach the API may use it",
