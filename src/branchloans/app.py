@@ -25,6 +25,7 @@ from branchloans.observability.logs import configure_logging
 from branchloans.observability.metrics import Metrics
 from branchloans.observability.middleware import ObservabilityMiddleware
 from branchloans.observability.proxies import TrustedProxies
+from branchloans.observability.router import MetricsPortGate
 from branchloans.observability.router import router as metrics_router
 from branchloans.observability.tracing import current_provider, flush, instrument, start_tracing
 from branchloans.openapi import install_openapi
@@ -168,6 +169,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     install_error_tracking(app, settings)  # innermost middleware: sees exceptions first
     install_docs(app)
+    if settings.metrics_enabled:
+        app.add_middleware(
+            MetricsPortGate,
+            metrics_port=settings.metrics_port,
+            on_api_port=settings.metrics_on_api_port,
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_allowed_origins:
         app.add_middleware(

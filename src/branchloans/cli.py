@@ -16,6 +16,8 @@ from branchloans import __version__
 from branchloans.config import AppEnv, get_settings
 
 if TYPE_CHECKING:  # imported where used, so `branchloans --help` starts fast
+    import uvicorn
+
     from branchloans.db import Database
 
 T = TypeVar("T")
@@ -29,6 +31,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.reload and settings.app_env is AppEnv.PRODUCTION:
         print("--reload is a development tool; refused when APP_ENV=production", file=sys.stderr)
         return 2
+    metrics_port = settings.metrics_port if settings.metrics_enabled else None
+    if metrics_port == args.port:
+        print(f"METRICS_PORT={metrics_port} is the API's own --port; pick another", file=sys.stderr)
+        return 2
     configure_logging(settings)
     metrics_dir, made_here = None, False
     if settings.metrics_enabled:
@@ -37,8 +43,6 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_dir, made_here = multiprocess.prepare_directory()
 
     import uvicorn
-
-    from branchloans.shutdown import ClosingMultiprocess
 
     options: dict[str, Any] = {
         "app": "branchloans.app:create_app",
@@ -58,15 +62,41 @@ def _serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_seconds),
     }
+    status = 0
     try:
-        if args.workers > 1 and not args.reload:
-            config = uvicorn.Config(**options)
-            ClosingMultiprocess(config, sockets=[config.bind_socket()]).run()
-        else:
+        if metrics_port is None and (args.reload or args.workers == 1):
             uvicorn.run(**options)
+        else:
+            status = _serve_sockets(uvicorn.Config(**options), metrics_port)
     finally:
         if made_here and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
+
+
+def _serve_sockets(config: "uvicorn.Config", metrics_port: int | None) -> int:
+    """Serve on the API's port and, when set, METRICS_PORT: the same workers accept on both
+    (so the multiprocess collector sums them all, whichever answers the scrape), and the app
+    tells the two apart by the local port (MetricsPortGate)."""
+    import uvicorn
+    from uvicorn.supervisors import ChangeReload
+
+    from branchloans.shutdown import ClosingMultiprocess
+
+    sockets = [config.bind_socket()]
+    if metrics_port is not None:
+        # log_config=None: uvicorn's own would replace the service's log configuration.
+        listener = uvicorn.Config(config.app, host=config.host, port=metrics_port, log_config=None)
+        sockets.append(listener.bind_socket())
+    server = uvicorn.Server(config)
+    if config.should_reload:
+        ChangeReload(config, target=server.run, sockets=sockets).run()
+    elif config.workers > 1:
+        ClosingMultiprocess(config, sockets=sockets).run()
+    else:
+        server.run(sockets=sockets)
+        if not server.started:
+            return 3  # uvicorn's own exit status when the application fails to start
     return 0
 
 

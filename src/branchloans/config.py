@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     ] = 20.0
 
     metrics_enabled: bool = True
+    metrics_port: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=65535,
+            description="serve /metrics on this port only; unset: on the API's port in "
+            "development, nowhere elsewhere",
+        ),
+    ] = None
     metrics_cache_seconds: Annotated[
         float, Field(ge=0, description="seconds a scrape reuses the database figures")
     ] = 5.0
@@ -251,6 +260,12 @@ class Settings(BaseSettings):
                 f"{MAX_PRODUCTION_KEY_CACHE_SECONDS}: a revoked key would work that long"
             )
         return self
+
+    @property
+    def metrics_on_api_port(self) -> bool:
+        """Whether the API's own port answers /metrics: only in development without a
+        METRICS_PORT, since the metrics show what `/api/stats` guards with a scope."""
+        return self.metrics_port is None and self.app_env is AppEnv.DEVELOPMENT
 
     @property
     def resolved_log_format(self) -> LogFormat:
