@@ -127,6 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authentication is off: anyone who can reach the API may use it",
                 app_env=settings.app_env.value,
             )
+        metrics_unserved = settings.metrics_port is None and not settings.metrics_on_api_port
+        if settings.metrics_enabled and metrics_unserved:
+            logger.warning("metrics are counted but served nowhere: set METRICS_PORT")
         background = []
         if settings.idempotency_purge_interval:
             background.append(
