@@ -282,3 +282,15 @@ async def _privileges(database_url: str, role: str) -> dict[str, list[str]]:
     finally:
         await connection.close()
     return {row[0]: row[1] for row in rows}
+
+
+def test_demo_loans_are_seeded_as_the_api_role(
+    app_role_database: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compose's migrate service seeds development with DATABASE_URL naming the API's role.
+    monkeypatch.delenv("MIGRATION_DATABASE_URL")
+    get_settings.cache_clear()
+    owner_url, role = app_role_database
+
+    assert main(["seed"]) == 0
+    assert asyncio.run(_as_app_role(owner_url, role, "SELECT count(*) FROM loan_events")) == 5
