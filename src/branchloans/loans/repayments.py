@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Date, Numeric, String, bindparam, case, func, insert, select, update
 
-from branchloans.currencies import MINOR_UNITS
+from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.db import Queries, Statement, Transaction
 from branchloans.loans.errors import (
     LoanNotFoundError,
@@ -24,7 +24,6 @@ from branchloans.loans.repayment_schemas import (
     ServicedSchedule,
 )
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan, loan_row
-from branchloans.loans.schedule import minor_unit
 from branchloans.loans.schemas import RepaymentSchedule
 from branchloans.loans.service import ChangeContext, read_loan, schedule_of, transition_loan
 from branchloans.loans.servicing import Allocated, Ledger, OverpaymentError
