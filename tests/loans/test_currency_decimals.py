@@ -5,8 +5,10 @@ zero gained or lost fails as surely as a wrong digit.
 """
 
 import json
+import re
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -203,3 +205,27 @@ async def test_the_metrics_show_an_omani_amount_to_the_baisa(migrated_database_u
         metrics = (await api.get("/metrics")).text
 
     assert 'loans_outstanding_principal{currency="OMR"} 1000.125' in metrics
+
+
+async def test_the_openapi_document_states_each_currencys_decimals(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    rules = document["components"]["schemas"]["LoanCreate"]["allOf"]
+
+    stated = {
+        code: Decimal(str(rule["then"]["properties"]["amount"]["multipleOf"]))
+        for rule in rules
+        for code in rule["if"]["properties"]["currency"]["enum"]
+    }
+    assert stated == {code: Decimal(1).scaleb(-units) for code, units in MINOR_UNITS.items()}
+
+
+def test_the_api_guide_lists_the_currencies_without_two_decimals() -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    rows = dict(re.findall(r"^\| ([034]) \| ((?:`[A-Z]{3}`(?:, )?)+) \|$", guide, re.MULTILINE))
+
+    listed = {
+        code: int(units) for units, codes in rows.items() for code in re.findall(r"[A-Z]{3}", codes)
+    }
+    assert listed == {code: units for code, units in MINOR_UNITS.items() if units != 2}
