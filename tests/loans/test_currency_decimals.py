@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from branchloans.currencies import MINOR_UNITS
 from branchloans.loans.models import Loan
-from tests.loans.servicing_support import disbursed_loan
+from tests.loans.servicing_support import disbursed_loan, pay
 from tests.support import make_settings, serving
 
 OMANI_LOAN = {"amount": "1000.125", "currency": "OMR", "term_months": 3, "interest_rate_apr": "12"}
@@ -197,6 +197,20 @@ async def test_a_disbursed_omani_loan_keeps_its_baisa_in_its_schedule_and_stats(
     assert [row["interest"] for row in schedule["instalments"]] == ["10.001", "6.701", "3.367"]
     assert schedule["totals"]["interest"] == "20.069"
     assert book["outstanding_principal"] == "1000.125"
+
+
+async def test_an_omani_payment_is_recorded_and_listed_to_the_baisa(
+    client: httpx.AsyncClient,
+) -> None:
+    loan_id = await disbursed_loan(client, **OMANI_LOAN)
+
+    recorded = numbers_as_written(await pay(client, loan_id, "20.5"))
+    (listed,) = numbers_as_written(await client.get(f"/api/loans/{loan_id}/repayments"))
+
+    # The month's interest (10.001) first, then principal.
+    paid = {"amount": "20.500", "interest": "10.001", "principal": "10.499"}
+    assert {name: recorded[name] for name in paid} == paid
+    assert {name: listed[name] for name in paid} == paid
 
 
 async def test_the_metrics_show_an_omani_amount_to_the_baisa(migrated_database_url: str) -> None:
