@@ -13,18 +13,19 @@ re-check `ck_loans_amount_range` while holding that lock, so it is dropped and a
 NOT VALID with the new constraints, and all of them are validated after the lock is
 released (VALIDATE takes SHARE UPDATE EXCLUSIVE: reads and writes go on meanwhile).
 
-Measured twice on a million synthetic loans (`branchloans demo-data --count 1000000`, 374 MB
-with indexes) on the shared 2-core development machine, Postgres 15: the ACCESS EXCLUSIVE
-lock on `loans` was held 13 ms and 19 ms (from the ALTER to its COMMIT, in the statement
-log); a client reading a loan in a loop meanwhile waited at most 84 ms and 91 ms. The table
-is not rewritten (same relfilenode). The five validations then took 3.7 s and 4.2 s, during
-which a client updating a loan in a loop never waited more than 118 ms. For comparison,
-ALTER ... TYPE NUMERIC(15, 3) held the lock 12.1 s on the same table (a rewrite). The figures
-and how to repeat them: docs/operations.md, "Upgrading to revision 0009".
+Measured three times on a million synthetic loans (`branchloans demo-data --count 1000000`,
+374 MB with indexes) on the shared 2-core development machine, Postgres 15: the ACCESS
+EXCLUSIVE lock on `loans` was held 13 ms and 19 ms (from the ALTER to its COMMIT, in the
+statement log) and 23 ms (`python -m bench.migration_lock`, polling pg_locks); a client
+reading a loan in a loop meanwhile waited at most 30 to 91 ms. The table is not rewritten
+(same relfilenode). The five validations then took 3.7 s to 6 s, during which a client
+updating a loan in a loop never waited more than 118 ms. For comparison, ALTER ... TYPE
+NUMERIC(15, 3) held the lock 12.1 s on the same table (a rewrite). The figures and how to
+repeat them: docs/operations.md, "Revision 0009".
 
 The downgrade refuses while any loan holds an amount with more than two decimals (NUMERIC(12,
 2) would round it); otherwise it rewrites `loans` back to NUMERIC(12, 2) under the lock
-(5.5 s at a million loans).
+(5.5 s at a million loans; 21 s while the machine was busier).
 
 Revision ID: 0009
 Revises: 0008
