@@ -123,6 +123,10 @@ def test_downgrading_the_totals_revision_removes_its_triggers_and_functions(
     assert leftovers == []
 
 
+# The revision that keeps amounts in their currency's minor unit, and the one before it.
+MINOR_UNITS_REVISION, BEFORE_MINOR_UNITS = "0009", "0008"
+
+
 def test_the_databases_minor_units_are_the_currency_tables(database_url: str) -> None:
     codes = sorted(MINOR_UNITS)
     rows = asyncio.run(
@@ -134,11 +138,11 @@ def test_the_databases_minor_units_are_the_currency_tables(database_url: str) ->
         )
     )
 
-    # A code the table lacks gets the two decimals every amount had before revision 0009.
+    # A code the table lacks gets the two decimals every amount had before the minor-units revision.
     assert dict(rows) == {**MINOR_UNITS, "XAU": 2}
 
 
-_LOANS_BEFORE_0009 = (
+_LOANS_BEFORE_MINOR_UNITS = (
     "INSERT INTO loans (id, borrower_id, amount, currency) VALUES"
     " ('00000000-0000-0000-0000-0000000000c1', 'b', 1000.00, 'JPY'),"
     " ('00000000-0000-0000-0000-0000000000c2', 'b', 12.50, 'KWD'),"
@@ -153,12 +157,14 @@ _AMOUNT_TYPE = (
 def test_minor_units_revision_keeps_the_amounts_without_rewriting_the_loans(
     empty_database_url: str,
 ) -> None:
-    command.upgrade(alembic_config(empty_database_url), "0008")
+    command.upgrade(alembic_config(empty_database_url), BEFORE_MINOR_UNITS)
     [(table_file,)] = asyncio.run(
-        _execute(empty_database_url, _LOANS_BEFORE_0009, "SELECT pg_relation_filenode('loans')")
+        _execute(
+            empty_database_url, _LOANS_BEFORE_MINOR_UNITS, "SELECT pg_relation_filenode('loans')"
+        )
     )
 
-    command.upgrade(alembic_config(empty_database_url), "0009")
+    command.upgrade(alembic_config(empty_database_url), MINOR_UNITS_REVISION)
 
     rows = asyncio.run(
         _execute(
@@ -184,14 +190,14 @@ def test_minor_units_revision_refuses_to_downgrade_while_an_amount_has_three_dec
     asyncio.run(
         _execute(
             empty_database_url,
-            _LOANS_BEFORE_0009,
+            _LOANS_BEFORE_MINOR_UNITS,
             "INSERT INTO loans (id, borrower_id, amount, currency) VALUES"
             " ('00000000-0000-0000-0000-0000000000c4', 'b', 1000.125, 'KWD')",
         )
     )
 
     with pytest.raises(RuntimeError, match="1 loans have amounts with more than two decimals"):
-        command.downgrade(alembic_config(empty_database_url), "0008")
+        command.downgrade(alembic_config(empty_database_url), BEFORE_MINOR_UNITS)
 
     assert asyncio.run(_execute(empty_database_url, _AMOUNT_TYPE)) == [("numeric",)]
 
@@ -200,9 +206,9 @@ def test_minor_units_revision_downgrades_amounts_of_two_decimals_or_fewer(
     empty_database_url: str,
 ) -> None:
     upgrade_to_head(empty_database_url)
-    asyncio.run(_execute(empty_database_url, _LOANS_BEFORE_0009))
+    asyncio.run(_execute(empty_database_url, _LOANS_BEFORE_MINOR_UNITS))
 
-    command.downgrade(alembic_config(empty_database_url), "0008")
+    command.downgrade(alembic_config(empty_database_url), BEFORE_MINOR_UNITS)
 
     rows = asyncio.run(
         _execute(

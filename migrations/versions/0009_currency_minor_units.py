@@ -110,7 +110,7 @@ def downgrade() -> None:
     if finer:
         raise RuntimeError(
             f"{finer} loans have amounts with more than two decimals (KWD, BHD, ...), which "
-            "NUMERIC(12, 2) would round: refusing to downgrade below 0009. Delete or convert "
+            "NUMERIC(12, 2) would round: refusing to downgrade. Delete or convert "
             "those loans first if the downgrade is really wanted."
         )
     for table, constraints in CONSTRAINTS.items():
