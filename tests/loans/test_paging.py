@@ -231,6 +231,41 @@ async def test_creation_time_that_is_not_a_time_is_422(client: httpx.AsyncClient
     assert response.json()["errors"][0]["field"] == "created_after"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created_after", "0001-01-01T00:00:00+14:00"),
+        ("created_before", "9999-12-31T23:59:59-14:00"),
+    ],
+)
+async def test_creation_time_beyond_utc_range_is_422_naming_the_field(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    response = await client.get("/api/loans", params={field: value})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    error = response.json()["errors"][0]
+    assert (error["field"], error["location"], error["type"]) == (field, "query", "out_of_range")
+
+
+async def test_creation_time_at_the_edge_of_utc_range_is_accepted(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan = await insert_loans(session, 1)
+
+    response = await client.get(
+        "/api/loans",
+        params={
+            "created_after": "0001-01-01T00:00:00-14:00",
+            "created_before": "9999-12-31T23:59:59+14:00",
+        },
+    )
+
+    assert response.status_code == 200
+    assert str(loan[0]) in [found["id"] for found in response.json()]
+
+
 async def test_altered_cursor_is_422_problem_naming_cursor(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:

@@ -122,6 +122,18 @@ async def test_a_payment_dated_in_the_future_is_refused(
     assert response.status_code == 422
 
 
+async def test_a_payment_time_beyond_utc_range_is_422_naming_paid_at(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    loan_id = await disbursed_loan(client, connection)
+
+    response = await pay(client, loan_id, "1.00", paid_at="0001-01-01T00:00:00+14:00")
+
+    assert response.status_code == 422
+    error = decoded(response)["errors"][0]
+    assert (error["field"], error["type"]) == ("paid_at", "out_of_range")
+
+
 async def test_a_replayed_payment_is_recorded_once(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:

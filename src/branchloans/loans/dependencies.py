@@ -41,8 +41,23 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 READ = [Depends(requires(Scope.LOANS_READ))]
+ENTITY_TAGS_MAX_LENGTH = 256
+"""Characters an If-Match or If-None-Match header may have: a score of a loan's ETags."""
+# A loan's version is a Postgres integer: ten digits at most.
+_VERSION_MAX_DIGITS = 10
 IfMatchHeader = Annotated[
-    str | None, Header(description='Only act if the loan still has this ETag, e.g. `"3"`.')
+    str | None,
+    Header(
+        max_length=ENTITY_TAGS_MAX_LENGTH,
+        description='Only act if the loan still has this ETag, e.g. `"3"`.',
+    ),
+]
+IfNoneMatchHeader = Annotated[
+    str | None,
+    Header(
+        max_length=ENTITY_TAGS_MAX_LENGTH,
+        description='Answer 304 if the loan still has this ETag, e.g. `"3"`.',
+    ),
 ]
 
 
@@ -59,7 +74,10 @@ def versions_in(if_match: str | None) -> set[int] | None:
     return {
         int(tag[1:-1])
         for tag in entity_tags(if_match)
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()
+        if 2 < len(tag) <= _VERSION_MAX_DIGITS + 2
+        and tag[0] == tag[-1] == '"'
+        and tag[1:-1].isascii()
+        and tag[1:-1].isdigit()
     }
 
 

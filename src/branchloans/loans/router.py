@@ -3,9 +3,9 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import StringConstraints
 
 from branchloans.db import Transaction
 from branchloans.loans import listing, repayments, service
@@ -14,6 +14,7 @@ from branchloans.loans.dependencies import (
     READ,
     CursorDep,
     IdempotencyKeyHeader,
+    IfNoneMatchHeader,
     NowDep,
     WriterDep,
     change_context,
@@ -32,6 +33,7 @@ from branchloans.loans.schemas import (
     LoanEventRead,
     LoanRead,
     LoanStats,
+    UtcDatetime,
 )
 from branchloans.loans.writes import LoanActionDep, loan_response, write
 from branchloans.responses import JSONResponse
@@ -96,11 +98,11 @@ async def list_loans(
         Query(),
     ] = None,
     created_after: Annotated[
-        AwareDatetime | None,
+        UtcDatetime | None,
         Query(description="Only loans created at or after this ISO-8601 time (with an offset)."),
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None,
+        UtcDatetime | None,
         Query(description="Only loans created before this ISO-8601 time (with an offset)."),
     ] = None,
     limit: Annotated[
@@ -154,7 +156,7 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
 async def get_loan(
     loan_id: uuid.UUID,
     database: DatabaseDep,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
     loan = await service.read_loan(database, loan_id)
