@@ -99,7 +99,7 @@ BorrowerId = StoredLine[
         ),
         Field(
             description="The borrower's identifier in the calling system: one line, not blank"
-            " (no NUL, lone surrogate or control character).",
+            " (no NUL, lone surrogate, control character or bidi override).",
             examples=["usr_india_123"],
         ),
     ]
@@ -332,7 +332,7 @@ class TransitionRequest(BaseModel):
                 ),
                 Field(
                     description="Free text; tab and line breaks allowed, no NUL, lone"
-                    " surrogate or other control character."
+                    " surrogate, other control character or bidi override (U+202A to U+202E)."
                 ),
             ]
         ]
