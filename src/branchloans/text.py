@@ -3,7 +3,8 @@
 Postgres `text` cannot hold U+0000 and UTF-8 cannot encode a lone surrogate: either would
 reach the database as an error, so both are refused as the client's mistake. Control
 characters make no sense in a name, key or filter (and tab and line breaks only in free
-text), and bidi overrides only disguise what is stored, so they are refused too. Every type here is bounded in length; a field may narrow it.
+text), and bidi overrides only disguise what is stored, so they are refused too. Every type
+here is bounded in length; a field may narrow it.
 """
 
 import re
