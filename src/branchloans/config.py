@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     idempotency_lock_timeout: Annotated[
         float, Field(gt=0, description="seconds a retry waits for the first request with its key")
     ] = 5
+    idempotency_keys_per_client: Annotated[
+        int, Field(ge=1, description="new Idempotency-Keys a client may store per window")
+    ] = 1000
+    idempotency_key_window_seconds: Annotated[
+        float, Field(gt=0, description="the window IDEMPOTENCY_KEYS_PER_CLIENT counts over")
+    ] = 60
 
     auth_required: bool | None = Field(
         default=None,
