@@ -2,7 +2,7 @@
 send, each checked (a 422 names what is wrong)."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Header, Query
@@ -39,6 +39,13 @@ IdempotencyKeyHeader = Annotated[
         examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
     ),
 ]
+KEYS_EXHAUSTED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "This client stored as many new Idempotency-Keys as the window allows; "
+        "retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+}
 
 READ = [Depends(requires(Scope.LOANS_READ))]
 ENTITY_TAGS_MAX_LENGTH = 256

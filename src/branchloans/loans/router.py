@@ -11,6 +11,7 @@ from branchloans.db import Transaction
 from branchloans.loans import listing, repayments, service
 from branchloans.loans.cursor import Position, encode_cursor
 from branchloans.loans.dependencies import (
+    KEYS_EXHAUSTED_RESPONSE,
     READ,
     CursorDep,
     IdempotencyKeyHeader,
@@ -214,6 +215,7 @@ async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep, now: NowDep) -
         409: _problem("A request with this Idempotency-Key is still being processed."),
         413: _problem("The body is larger than the server accepts."),
         415: _problem("The body is not JSON."),
+        **KEYS_EXHAUSTED_RESPONSE,
         422: _problem(
             "A field is missing or invalid (`errors` names each one), or the "
             "Idempotency-Key was used for a different request."
@@ -293,6 +295,7 @@ def _action_route(action: LoanAction) -> dict[str, Any]:
                 "`allowed_actions`. Or a request with this Idempotency-Key is still running."
             ),
             412: _problem("If-Match names a version the loan no longer has."),
+            **KEYS_EXHAUSTED_RESPONSE,
         },
     }
 
