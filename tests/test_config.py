@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from branchloans.config import AppEnv, Settings
+from branchloans.config import DEVELOPMENT_CURSOR_KEY, AppEnv, Settings
 from tests.support import make_settings
 
 SERVER = "db.internal:5432/microloans"
@@ -74,3 +74,53 @@ def test_production_refuses_a_default_password_for_migrations() -> None:
             app_env="production",
             migration_database_url=f"postgresql+asyncpg://postgres:postgres@{SERVER}",
         )
+
+
+GENERATED_URL = f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8@{SERVER}"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [DEVELOPMENT_CURSOR_KEY, "x" * 31, f"{'n' * 40},{DEVELOPMENT_CURSOR_KEY}"],
+    ids=["default", "short", "default-among-others"],
+)
+def test_production_refuses_a_default_or_short_cursor_key(keys: str) -> None:
+    with pytest.raises(ValidationError, match="cursor signing key") as refused:
+        make_settings(GENERATED_URL, app_env="production", cursor_signing_keys=keys)
+
+    assert "n" * 40 not in str(refused.value)
+
+
+def test_production_refuses_the_cursor_key_it_defaults_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", GENERATED_URL)
+
+    with pytest.raises(ValidationError, match="CURSOR_SIGNING_KEYS"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("keys", ["", " , "])
+def test_cursor_keys_cannot_be_empty(keys: str) -> None:
+    with pytest.raises(ValidationError, match="at least one key"):
+        make_settings(GENERATED_URL, cursor_signing_keys=keys)
+
+
+def test_cursor_keys_are_a_comma_separated_list_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", GENERATED_URL)
+    monkeypatch.setenv("CURSOR_SIGNING_KEYS", f"{'n' * 32}, {'o' * 32}")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert [key.get_secret_value() for key in settings.cursor_signing_keys] == ["n" * 32, "o" * 32]
+    assert "n" * 32 not in repr(settings)
+
+
+def test_other_environments_sign_cursors_with_the_development_key() -> None:
+    settings = Settings(_env_file=None, app_env="staging")  # type: ignore[call-arg]
+
+    assert [key.get_secret_value() for key in settings.cursor_signing_keys] == [
+        DEVELOPMENT_CURSOR_KEY
+    ]

@@ -9,17 +9,19 @@ from pydantic import StringConstraints
 
 from branchloans.db import Transaction
 from branchloans.loans import listing, repayments, service
-from branchloans.loans.cursor import Position, encode_cursor
+from branchloans.loans.cursor import Position
 from branchloans.loans.dependencies import (
     KEYS_EXHAUSTED_RESPONSE,
     READ,
-    CursorDep,
+    CursorQuery,
     IdempotencyKeyHeader,
     IfNoneMatchHeader,
     NowDep,
     WriterDep,
     change_context,
+    cursor_position,
     entity_tags,
+    next_cursor,
 )
 from branchloans.loans.errors import etag
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
@@ -72,9 +74,9 @@ _NEXT_LINK_HEADER = {
 }
 
 
-def _next_link(request: Request, position: Position) -> str:
+def _next_link(request: Request, position: Position, where: LoanFilter) -> str:
     # The request's own path and query, so every filter and the limit carry over.
-    url = request.url.include_query_params(cursor=encode_cursor(position))
+    url = request.url.include_query_params(cursor=next_cursor(request, position, where))
     return f'<{url.path}?{url.query}>; rel="next"'
 
 
@@ -91,7 +93,7 @@ def _next_link(request: Request, position: Position) -> str:
 async def list_loans(
     request: Request,
     database: DatabaseDep,
-    cursor: CursorDep,
+    cursor: CursorQuery = None,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
     currency: Annotated[Currency | None, Query()] = None,
     borrower_id: Annotated[
@@ -113,7 +115,8 @@ async def list_loans(
     """Loans, newest first, as a JSON array, optionally filtered; filters combine.
 
     A page holds at most `limit` loans. When more follow, the `Link` header names the next
-    page (the same query with a `cursor`); a deep page costs what the first one costs.
+    page (the same query with a `cursor`); a deep page costs what the first one costs. A
+    cursor is signed and bound to its filters: with other filters it is a 422.
     """
     where = LoanFilter(
         status=loan_status,
@@ -122,8 +125,9 @@ async def list_loans(
         created_after=created_after,
         created_before=created_before,
     )
-    page = await listing.list_loans(database, where, limit=limit, after=cursor)
-    headers = {"Link": _next_link(request, page.next)} if page.next else None
+    after = cursor_position(request, cursor, where)
+    page = await listing.list_loans(database, where, limit=limit, after=after)
+    headers = {"Link": _next_link(request, page.next, where)} if page.next else None
     return JSONResponse(page.loans, headers=headers)
 
 
