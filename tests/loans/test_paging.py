@@ -10,12 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from branchloans.app import create_app
 from branchloans.loans.cursor import CursorCodec, Position
 from branchloans.loans.listing import LoanFilter
 from branchloans.loans.models import Loan, LoanStatus
-from tests.support import TEST_CURSOR_KEY
+from tests.support import TEST_CURSOR_KEY, make_settings, started_client
 
 NEXT_LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
@@ -375,6 +376,28 @@ async def test_cursor_accepts_the_same_filters_spelled_otherwise_and_another_lim
 
     assert response.status_code == 200
     assert len(response.json()) == 2
+
+
+async def test_after_a_key_rotation_old_cursors_read_and_new_ones_use_the_new_key(
+    database_url: str, connection: AsyncConnection, session: AsyncSession
+) -> None:
+    await insert_loans(session, 3)
+    new_key = "n" * 40
+    rotated = create_app(
+        make_settings(database_url, cursor_signing_keys=f"{new_key},{TEST_CURSOR_KEY}")
+    )
+    old_cursor = CODEC.encode(Position(T0, uuid.UUID(int=2**128 - 1)), LoanFilter().canonical())
+
+    async with started_client(rotated, connection) as http:
+        resumed = await http.get("/api/loans", params={"cursor": old_cursor, "limit": 1})
+
+    assert resumed.status_code == 200
+    fresh = cursor_of(resumed)
+    signed_by_new = CursorCodec([new_key.encode()])
+    position = signed_by_new.decode(fresh, LoanFilter().canonical())
+    assert str(position.id) == resumed.json()[0]["id"]
+    with pytest.raises(ValueError, match="not from this API"):
+        CODEC.decode(fresh, LoanFilter().canonical())
 
 
 async def test_cursor_past_the_oldest_loan_gives_an_empty_last_page(
