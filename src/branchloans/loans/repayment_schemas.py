@@ -22,6 +22,7 @@ from branchloans.loans.schemas import (
     UtcDatetime,
     _refuse_bool,
 )
+from branchloans.text import StoredLine
 
 # No payment can exceed a loan's payoff amount; this only bounds what is parsed.
 MAX_PAYMENT = MAX_AMOUNT * 2
@@ -59,12 +60,20 @@ class RepaymentCreate(BaseModel):
         default=None, description="When the money was received (not in the future); now if absent."
     )
     reference: (
-        Annotated[
-            str,
-            StringConstraints(strip_whitespace=True, min_length=1, max_length=REFERENCE_MAX_LENGTH),
+        StoredLine[
+            Annotated[
+                str,
+                StringConstraints(
+                    strip_whitespace=True, min_length=1, max_length=REFERENCE_MAX_LENGTH
+                ),
+            ]
         ]
         | None
-    ) = Field(default=None, description="The payment's reference in the payer's system.")
+    ) = Field(
+        default=None,
+        description="The payment's reference in the payer's system: one line (no NUL, lone "
+        "surrogate, control character or bidi override).",
+    )
 
 
 class AllocationRead(BaseModel):
