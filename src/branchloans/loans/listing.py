@@ -1,5 +1,6 @@
 """Reading many loans: keyset-paged listings and portfolio statistics."""
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -29,6 +30,11 @@ class LoanFilter:
     borrower_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+    def canonical(self) -> bytes:
+        """The filters as bytes, the same for every spelling of them (times are UTC by now):
+        what a page's cursor is bound to."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """Request and response bodies of the loans API."""
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -79,6 +80,20 @@ def _currency_code(value: str) -> str:
     return code
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00+14:00 is a valid ISO 8601 time whose UTC instant Python cannot hold.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "out_of_range",
+            "must fall between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once converted to UTC",
+        ) from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""An ISO 8601 time with an offset, converted to UTC; a 422 when UTC cannot hold it."""
+
 DecimalNumber = Annotated[
     Decimal,
     WithJsonSchema({"type": "number"}, mode="serialization"),
@@ -97,7 +112,7 @@ BorrowerId = StoredLine[
         ),
         Field(
             description="The borrower's identifier in the calling system: one line, not blank"
-            " (no NUL, lone surrogate or control character).",
+            " (no NUL, lone surrogate, control character or bidi override).",
             examples=["usr_india_123"],
         ),
     ]
@@ -343,7 +358,7 @@ class TransitionRequest(BaseModel):
                 ),
                 Field(
                     description="Free text; tab and line breaks allowed, no NUL, lone"
-                    " surrogate or other control character."
+                    " surrogate, other control character or bidi override (U+202A to U+202E)."
                 ),
             ]
         ]
