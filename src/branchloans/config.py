@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     db_statement_timeout: Annotated[float, Field(gt=0, description="seconds a query may run")] = (
         10.0
     )
+    db_transaction_pooler: bool = Field(
+        default=False,
+        description="the database URLs reach Postgres through a transaction-pooling PgBouncer:"
+        " no prepared statements kept, no session settings sent",
+    )
     health_timeout: Annotated[
         float, Field(gt=0, description="seconds /health waits for Postgres")
     ] = 1.5
