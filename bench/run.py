@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from bench.pooler import run_pooler
 from bench.processes import (
     BASELINE,
     ROOT,
@@ -37,7 +38,6 @@ from bench.processes import (
     stop,
     worker_rss_mb,
 )
-from bench.pooler import run_pooler
 from bench.report import report
 from bench.scenarios import explain, run_stage, targets, totals_match_scan
 from bench.tracing import run_tracing

@@ -2,8 +2,8 @@
 
 import asyncio
 import uuid
-from decimal import Decimal
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from branchloans.migrate import asyncpg_dsn
-from tools.pgbouncer import pgbouncer_in_front_of
 from tests.support import database_of_its_own, make_settings, serving
+from tools.pgbouncer import pgbouncer_in_front_of
 
 LOAN: dict[str, Any] = {
     "borrower_id": "usr_pooled",

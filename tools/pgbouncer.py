@@ -13,7 +13,6 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
-
 # PgBouncer refuses to run as root: as root, the tests run it as the server's own user.
 RUN_AS = "postgres"
 

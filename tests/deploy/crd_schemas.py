@@ -1,8 +1,8 @@
 """JSON schemas, written for these tests, of the custom resources the manifests use.
 
 The Kubernetes schemas shipped by `kubernetes-validate` cover only built-in kinds; the
-CloudNativePG `Cluster` and `Pooler` and the Prometheus Operator's `ServiceMonitor`, `PodMonitor` and
-`PrometheusRule` and `AlertmanagerConfig` are CRDs. These schemas
+CloudNativePG `Cluster` and `Pooler` and the Prometheus Operator's `ServiceMonitor`,
+`PodMonitor` and `PrometheusRule` and `AlertmanagerConfig` are CRDs. These schemas
 describe the subset of each CRD's fields this repository uses, closed to anything else, so a
 misspelt or misplaced field fails here instead of being dropped by the cluster.
 """

@@ -601,7 +601,9 @@ def test_the_pooler_profile_puts_pgbouncer_between_the_api_and_the_database(
     services = interpolate(compose_document, values, set())["services"]
     api = services["api"]["environment"]
     bouncer = services["pgbouncer"]
-    settings = make_settings(api["DATABASE_URL"], db_transaction_pooler=api["DB_TRANSACTION_POOLER"])
+    settings = make_settings(
+        api["DATABASE_URL"], db_transaction_pooler=api["DB_TRANSACTION_POOLER"]
+    )
     url = make_url(api["DATABASE_URL"])
 
     assert bouncer["profiles"] == ["pooler"]
