@@ -227,13 +227,14 @@ class Database(Queries):
     slot_timeout: float
 
     @classmethod
-    async def open(cls, settings: Settings) -> "Database":
-        """A pool of up to pool size + overflow connections, each opened when first needed."""
+    async def open(cls, settings: Settings, url: str | None = None) -> "Database":
+        """A pool of up to pool size + overflow connections, each opened when first needed,
+        to `url` (a replica's) or else the settings' database URL."""
         from branchloans.migrate import asyncpg_dsn  # migrate imports nothing of ours back
 
         most = settings.db_pool_size + settings.db_max_overflow
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(settings.database_url.encoded_string()),
+            asyncpg_dsn(url or settings.database_url.encoded_string()),
             min_size=0,
             max_size=most,
             max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,
