@@ -45,6 +45,11 @@ Microloans: apply for a loan, read loans and portfolio statistics.
 Money is exact: amounts and rates are JSON numbers carried as decimals end to end.
 Every error is an RFC 9457 `application/problem+json` document; validation problems
 list each offending field in `errors`. Every response carries an `X-Request-ID`.
+
+Consistency: where a read replica is configured, list pages, `/api/stats`, a loan's events
+and its schedule may trail a write by up to `REPLICA_MAX_LAG_SECONDS` (5 s by default).
+A write's answer, `GET /api/loans/{loan_id}`, a loan's repayments and any read sent with
+`If-None-Match` or `If-Match` always read the primary, so a caller sees its own writes there.
 """
 
 
@@ -132,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
             if settings.metrics_enabled:
-                background.append(asyncio.create_task(metrics.replica.follow(replica)))
+                background.append(asyncio.create_task(metrics.replica().follow(replica)))
         try:
             with drain_on_sigterm(draining, settings.shutdown_drain_seconds):
                 yield

@@ -177,7 +177,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.http = HttpMetrics(self.registry)
         self.pool = PoolMetrics(self.registry)
-        self.replica = ReplicaMetrics(self.registry)
+        self._replica: ReplicaMetrics | None = None
         self.figures: list[ScrapeFigures] = []
         self.multiprocess_directory = multiprocess.directory()
         if self.multiprocess_directory is None:
@@ -186,6 +186,13 @@ class Metrics:
             # Each worker writes its values to files; a scrape reads and sums all of them.
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, path=self.multiprocess_directory)
+
+    def replica(self) -> ReplicaMetrics:
+        """The read replica's gauges, made when the application has a replica: without one,
+        no `db_replica_*` series claims a state."""
+        if self._replica is None:
+            self._replica = ReplicaMetrics(self.registry)
+        return self._replica
 
     def add_figures(self, figures: ScrapeFigures) -> None:
         """Expose figures read at scrape time; registered for the scrape only, so never summed
