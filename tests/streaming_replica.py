@@ -139,11 +139,23 @@ def _settings(server_url: str, port: int, directory: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def streaming_replica(server_url: str) -> Iterator[StreamingReplica]:
-    """A hot standby of the server at `server_url`, streaming from it, removed at the end."""
+def server_files(server_url: str) -> tuple[Path, Path] | None:
+    """The server's pg_hba.conf and program directory, or None when they are not on this
+    machine (a server in a container, say)."""
     hba_file = Path(query(server_url, "SHOW hba_file"))
     bindir = Path(query(server_url, "SELECT setting FROM pg_config() WHERE name = 'BINDIR'"))
+    if hba_file.is_file() and (bindir / "pg_basebackup").is_file():
+        return hba_file, bindir
+    return None
+
+
+@contextmanager
+def streaming_replica(server_url: str) -> Iterator[StreamingReplica]:
+    """A hot standby of the server at `server_url` (on this machine), streaming from it,
+    removed at the end."""
+    files = server_files(server_url)
+    assert files is not None, "the server's files are not on this machine"
+    hba_file, bindir = files
     server = make_url(server_url)
     directory = Path(tempfile.mkdtemp(prefix="branchloans-replica-"))
     if os.geteuid() == 0:
