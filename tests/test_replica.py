@@ -120,14 +120,43 @@ async def test_stale_tolerant_reads_run_on_the_replica(
     assert "borrower_id" in last_statements
 
 
+@pytest.fixture
+async def replayed_loan(
+    client: httpx.AsyncClient, replica: StreamingReplica, primary_url: str
+) -> str:
+    """A loan of LOAN's borrower the replica has replayed; its id."""
+    loan_id: str = (await client.post("/api/loans", json=LOAN)).json()["id"]
+    database = make_url(primary_url).database or ""
+    deadline = time.monotonic() + 20
+    while not replica.sql(f"SELECT count(*) FROM loans WHERE id = '{loan_id}'", database):
+        assert time.monotonic() < deadline, "the loan did not reach the replica"
+        await asyncio.sleep(0.1)
+    return loan_id
+
+
 async def test_a_paused_replica_within_the_bound_serves_lists_without_the_newest_write(
-    client: httpx.AsyncClient, paused: None
+    client: httpx.AsyncClient, replayed_loan: str, paused: None
 ) -> None:
     created = (await client.post("/api/loans", json=LOAN)).json()
 
     listed = await client.get("/api/loans", params={"borrower_id": LOAN["borrower_id"]})
 
+    assert replayed_loan in _ids(listed)
     assert created["id"] not in _ids(listed)
+
+
+async def test_a_loan_the_replica_has_not_replayed_is_found_on_the_primary(
+    client: httpx.AsyncClient, paused: None
+) -> None:
+    loan_id = (await client.post("/api/loans", json=LOAN)).json()["id"]
+
+    events = await client.get(f"/api/loans/{loan_id}/events")
+    schedule = await client.get(f"/api/loans/{loan_id}/schedule")
+
+    assert events.status_code == 200
+    assert [event["to_status"] for event in events.json()] == ["pending"]
+    assert schedule.status_code == 200
+    assert len(schedule.json()["instalments"]) == LOAN["term_months"]
 
 
 async def test_the_callers_consistent_reads_see_its_write_at_once(

@@ -109,7 +109,9 @@ def _replica_failed(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class ReplicaReads(Queries):
-    """Statements on the replica; on the primary when the replica cannot answer them.
+    """Statements on the replica; on the primary when the replica cannot answer them, or
+    answers with no row at all: a loan created a moment ago may not be replayed yet, and
+    "not found" must not be stale (an empty page costs a second read, on the primary).
 
     Only reads come here, so running one again on the primary is safe.
     """
@@ -120,9 +122,12 @@ class ReplicaReads(Queries):
     async def fetch(self, statement: Statement, **values: Any) -> list[asyncpg.Record]:
         """Every row the statement returns, from the replica or else the primary."""
         try:
-            return await self.replica.database.fetch(statement, **values)
+            rows = await self.replica.database.fetch(statement, **values)
         except Exception as error:
             if not _replica_failed(error):
                 raise
             self.replica.lost(error)
+        else:
+            if rows:
+                return rows
         return await self.primary.fetch(statement, **values)
