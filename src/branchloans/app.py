@@ -30,6 +30,7 @@ from branchloans.observability.router import router as metrics_router
 from branchloans.observability.tracing import current_provider, flush, instrument, start_tracing
 from branchloans.openapi import install_openapi
 from branchloans.problems import install_problem_handlers
+from branchloans.replica import ReadReplica
 from branchloans.responses import JSONResponse
 from branchloans.security_headers import SecurityHeadersMiddleware
 from branchloans.shutdown import CloseWhenDraining, drain_on_sigterm, wait_for_database
@@ -45,6 +46,11 @@ Microloans: apply for a loan, read loans and portfolio statistics.
 Money is exact: amounts and rates are JSON numbers carried as decimals end to end.
 Every error is an RFC 9457 `application/problem+json` document; validation problems
 list each offending field in `errors`. Every response carries an `X-Request-ID`.
+
+Consistency: where a read replica is configured, list pages, `/api/stats`, a loan's events
+and its schedule may trail a write by up to `REPLICA_MAX_LAG_SECONDS` (5 s by default).
+A write's answer, `GET /api/loans/{loan_id}`, a loan's repayments and any read sent with
+`If-None-Match` or `If-Match` always read the primary, so a caller sees its own writes there.
 """
 
 
@@ -110,6 +116,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = await Database.open(settings)
+        replica = None
+        if settings.database_read_url is not None:
+            replica = ReadReplica(
+                await Database.open(settings, settings.database_read_url.encoded_string()),
+                settings.replica_max_lag_seconds,
+            )
         app.state.branchloans = AppState(
             settings=settings,
             database=database,
@@ -117,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             draining=draining,
             schema_head=head_revision(),
             known_revisions=known_revisions(),
+            replica=replica,
         )
         if settings.db_startup_timeout:
             await wait_for_database(database, settings.db_startup_timeout)
@@ -139,6 +152,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         if settings.metrics_enabled:
             background.append(asyncio.create_task(metrics.pool.follow(database)))
+        if replica is not None:
+            # Measured before the first read: until then reads go to the primary.
+            background.append(
+                asyncio.create_task(
+                    replica.follow(settings.replica_check_interval, settings.health_timeout)
+                )
+            )
+            if settings.metrics_enabled:
+                background.append(asyncio.create_task(metrics.replica().follow(replica)))
         try:
             with drain_on_sigterm(draining, settings.shutdown_drain_seconds):
                 yield
@@ -148,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await task
             await database.close()
+            if replica is not None:
+                await replica.database.close()
             metrics.close()
             if tracer_provider is not None:
                 # Off the event loop: the exporter sends synchronously.

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
     database_url: PostgresDsn = PostgresDsn(DEFAULT_DATABASE_URL)
+    database_read_url: PostgresDsn | None = Field(
+        default=None,
+        description="a replica for reads that tolerate staleness; unset: every read on the primary",
+    )
+    replica_max_lag_seconds: Annotated[
+        float, Field(gt=0, description="replica lag above which its reads go to the primary")
+    ] = 5.0
+    replica_check_interval: Annotated[
+        float, Field(gt=0, description="seconds between measurements of the replica's lag")
+    ] = 2.0
     log_level: LogLevel = "INFO"
     log_format: Annotated[
         LogFormat | None, Field(description="json or console; unset: console in development")
@@ -107,6 +117,11 @@ class Settings(BaseSettings):
     ] = 3.0
     db_statement_timeout: Annotated[float, Field(gt=0, description="seconds a query may run")] = (
         10.0
+    )
+    db_transaction_pooler: bool = Field(
+        default=False,
+        description="the database URLs reach Postgres through a transaction-pooling PgBouncer:"
+        " no prepared statements kept, no session settings sent",
     )
     health_timeout: Annotated[
         float, Field(gt=0, description="seconds /health waits for Postgres")

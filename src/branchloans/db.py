@@ -167,16 +167,32 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     return None
 
 
+APPLICATION_NAME = "branchloans"
+
+
 def pool_options(settings: Settings) -> dict[str, Any]:
     """asyncpg connection options from the settings."""
     statement_timeout_ms = int(settings.db_statement_timeout * 1000)
-    return {
+    common = {
         "timeout": settings.db_connect_timeout,
         # Client side, so a query on a connection the network stalled still ends; the server's
         # statement_timeout below ends first while the server can be reached.
         "command_timeout": settings.db_statement_timeout + 1,
+    }
+    if settings.db_transaction_pooler:
+        # PgBouncer (1.18) hands each transaction to any server connection and tracks neither
+        # prepared statements nor startup settings (it refuses those it does not know): each
+        # statement is sent unnamed, planned for its values, and PgBouncer's own query_timeout
+        # and idle_transaction_timeout bound the server side (docs/deployment.md).
+        return {
+            **common,
+            "statement_cache_size": 0,
+            "server_settings": {"application_name": APPLICATION_NAME},
+        }
+    return {
+        **common,
         "server_settings": {
-            "application_name": "branchloans",
+            "application_name": APPLICATION_NAME,
             "statement_timeout": str(statement_timeout_ms),
             "idle_in_transaction_session_timeout": str(statement_timeout_ms * 3),
             # Statements are prepared once per connection. A generic plan, made for any value,
@@ -211,13 +227,14 @@ class Database(Queries):
     slot_timeout: float
 
     @classmethod
-    async def open(cls, settings: Settings) -> "Database":
-        """A pool of up to pool size + overflow connections, each opened when first needed."""
+    async def open(cls, settings: Settings, url: str | None = None) -> "Database":
+        """A pool of up to pool size + overflow connections, each opened when first needed,
+        to `url` (a replica's) or else the settings' database URL."""
         from branchloans.migrate import asyncpg_dsn  # migrate imports nothing of ours back
 
         most = settings.db_pool_size + settings.db_max_overflow
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(settings.database_url.encoded_string()),
+            asyncpg_dsn(url or settings.database_url.encoded_string()),
             min_size=0,
             max_size=most,
             max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,

@@ -1,8 +1,8 @@
 """JSON schemas, written for these tests, of the custom resources the manifests use.
 
 The Kubernetes schemas shipped by `kubernetes-validate` cover only built-in kinds; the
-CloudNativePG `Cluster` and the Prometheus Operator's `ServiceMonitor`, `PodMonitor` and
-`PrometheusRule` and `AlertmanagerConfig` are CRDs. These schemas
+CloudNativePG `Cluster` and `Pooler` and the Prometheus Operator's `ServiceMonitor`,
+`PodMonitor` and `PrometheusRule` and `AlertmanagerConfig` are CRDs. These schemas
 describe the subset of each CRD's fields this repository uses, closed to anything else, so a
 misspelt or misplaced field fails here instead of being dropped by the cluster.
 """
@@ -466,7 +466,52 @@ CNPG_SCHEDULED_BACKUP = _resource(
     },
 )
 
+# PgBouncer settings CloudNativePG lets a Pooler set (a subset of its allowed list).
+_PGBOUNCER_PARAMETERS = (
+    "default_pool_size",
+    "idle_transaction_timeout",
+    "max_client_conn",
+    "max_db_connections",
+    "min_pool_size",
+    "query_timeout",
+    "query_wait_timeout",
+    "reserve_pool_size",
+    "server_idle_timeout",
+)
+CNPG_POOLER = _resource(
+    "postgresql.cnpg.io/v1",
+    "Pooler",
+    {
+        "type": "object",
+        "required": ["cluster", "pgbouncer"],
+        "additionalProperties": False,
+        "properties": {
+            "cluster": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {"name": _NAME},
+            },
+            "instances": {"type": "integer", "minimum": 0},
+            "type": {"enum": ["rw", "ro"]},
+            "pgbouncer": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "poolMode": {"enum": ["session", "transaction"]},
+                    "parameters": {
+                        "type": "object",
+                        "propertyNames": {"enum": list(_PGBOUNCER_PARAMETERS)},
+                        "additionalProperties": {"type": "string", "pattern": r"^[0-9]+$"},
+                    },
+                },
+            },
+        },
+    },
+)
+
 SCHEMAS = {
+    ("postgresql.cnpg.io/v1", "Pooler"): CNPG_POOLER,
     ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
     ("postgresql.cnpg.io/v1", "ScheduledBackup"): CNPG_SCHEDULED_BACKUP,
     ("barmancloud.cnpg.io/v1", "ObjectStore"): BARMAN_OBJECT_STORE,

@@ -38,6 +38,7 @@ SERVICES = {
     "backup",
     "pgbackrest-exporter",
     "migrate",
+    "pgbouncer",
     "api",
     "nginx",
     "prometheus",
@@ -304,7 +305,9 @@ def test_services_start_in_dependency_order(compose_document: dict[str, Any]) ->
     assert conditions("api") == {
         "db": "service_healthy",
         "migrate": "service_completed_successfully",
+        "pgbouncer": "service_started",
     }
+    assert conditions("pgbouncer") == {"db": "service_healthy"}
     assert conditions("nginx") == {
         "certs": "service_completed_successfully",
         "api": "service_healthy",
@@ -493,10 +496,10 @@ def test_every_public_image_is_pinned_to_a_version(compose_document: dict[str, A
         if not service["image"].startswith("${")
     ]
 
-    assert len(images) == 7
+    assert len(images) == 8
     for image in images:
         _, _, tag = image.partition(":")
-        assert re.match(r"v?\d+(\.\d+)*(-[a-z]+)?$", tag), image
+        assert re.match(r"v?\d+(\.\d+)*(-[a-z]+\d*)?$", tag), image
 
 
 def test_docker_waits_for_the_apis_graceful_shutdown(compose_document: dict[str, Any]) -> None:
@@ -588,3 +591,44 @@ def test_alertmanager_reads_its_receivers_secrets_from_the_environment(
     }
     assert files == {f"/run/secrets/{name}" for name in alertmanager["secrets"]}
     assert _volume_target(alertmanager, "./deploy/alertmanager") == "/etc/alertmanager"
+
+
+def test_the_pooler_profile_puts_pgbouncer_between_the_api_and_the_database(
+    compose_document: dict[str, Any],
+) -> None:
+    values = environment_values("prod") | {
+        "API_DB_HOST": "pgbouncer",
+        "DB_TRANSACTION_POOLER": "true",
+    }
+    services = interpolate(compose_document, values, set())["services"]
+    api = services["api"]["environment"]
+    bouncer = services["pgbouncer"]
+    settings = make_settings(
+        api["DATABASE_URL"], db_transaction_pooler=api["DB_TRANSACTION_POOLER"]
+    )
+    url = make_url(api["DATABASE_URL"])
+
+    assert bouncer["profiles"] == ["pooler"]
+    assert (url.host, url.port) == ("pgbouncer", 5432)
+    assert settings.db_transaction_pooler is True
+    assert bouncer["environment"]["POOL_MODE"] == "transaction"
+    assert (bouncer["environment"]["DB_HOST"], bouncer["environment"]["DB_NAME"]) == (
+        "db",
+        url.database,
+    )
+    assert (bouncer["environment"]["DB_USER"], bouncer["environment"]["DB_PASSWORD"]) == (
+        url.username,
+        url.password,
+    )
+    assert float(bouncer["environment"]["QUERY_TIMEOUT"]) > settings.db_statement_timeout
+    assert _networks(bouncer) == {"backend"}
+    assert services["api"]["depends_on"]["pgbouncer"]["required"] is False
+
+
+def test_without_the_pooler_profile_the_api_goes_straight_to_the_database(
+    rendered: dict[str, Any],
+) -> None:
+    api = rendered["services"]["api"]["environment"]
+
+    assert make_url(api["DATABASE_URL"]).host == "db"
+    assert api["DB_TRANSACTION_POOLER"] == "false"

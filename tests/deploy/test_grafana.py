@@ -26,6 +26,8 @@ API_METRICS = {
     "loans_created_amount_total",
     "loans_by_status",
     "db_pool_connections",
+    "db_replica_lag_seconds",
+    "db_replica_in_use",
     "database_up",
     "up",
 }

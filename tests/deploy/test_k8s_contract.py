@@ -97,7 +97,16 @@ def test_migration_job_runs_migrate_with_the_apis_image_and_settings(overlay: st
     assert build_parser().parse_args(migrate["args"]).command == "migrate"
     assert migrate["image"] == api["image"]
     assert migrate["envFrom"] == api["envFrom"]
-    assert migrate["env"] == api["env"]
+    # The same Secrets; the Job's URL leads straight to the primary, the API's through a Pooler.
+    secrets = {
+        (v["name"], v["valueFrom"]["secretKeyRef"]["name"]) for v in migrate["env"] + api["env"]
+    }
+    assert {secret for name, secret in secrets if name != "CURSOR_SIGNING_KEYS"} == {
+        "branch-loans-db"
+    }
+    assert {secret for name, secret in secrets if name == "CURSOR_SIGNING_KEYS"} == {
+        "branch-loans-cursor"
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -158,14 +167,28 @@ def test_config_map_values_are_valid_settings(target: str) -> None:
 def test_database_url_comes_from_the_uncommitted_secret(overlay: str) -> None:
     manifests = render(f"overlays/{overlay}")
 
+    # The API through the rw Pooler; the migration Job straight to the primary.
+    keys = {"Deployment": "POOLED_DATABASE_URL", "Job": "DATABASE_URL"}
     for workload in workloads(manifests):
         for container in containers(workload):
             (variable,) = (v for v in container["env"] if v["name"] == "DATABASE_URL")
             assert variable["valueFrom"]["secretKeyRef"] == {
                 "name": "branch-loans-db",
-                "key": "DATABASE_URL",
+                "key": keys[workload["kind"]],
             }
         assert "DATABASE_URL" not in config_map_data(manifests, workload)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_reads_from_the_replicas_when_the_secret_names_them(overlay: str) -> None:
+    (container,) = containers(one(render(f"overlays/{overlay}"), "Deployment"))
+
+    (variable,) = (v for v in container["env"] if v["name"] == "DATABASE_READ_URL")
+    assert variable["valueFrom"]["secretKeyRef"] == {
+        "name": "branch-loans-db",
+        "key": "READ_DATABASE_URL",
+        "optional": True,
+    }
 
 
 # --- what leaves the cluster, what Prometheus scrapes ---------------------------------------

@@ -353,6 +353,7 @@ def test_ingress_serves_the_environment_hostname_over_tls(overlay: str) -> None:
 # --- Postgres --------------------------------------------------------------------------------
 
 
+# Staging and production run a primary and streaming replicas (the ro Pooler's, the API's reads).
 @pytest.mark.parametrize(("overlay", "instances"), [("dev", 1), ("staging", 3), ("prod", 3)])
 def test_postgres_cluster_runs_its_instances(overlay: str, instances: int) -> None:
     cluster = one(_overlay(overlay), "Cluster", "branch-loans-db")
@@ -368,20 +369,56 @@ def test_prod_postgres_instances_never_share_a_node() -> None:
     assert affinity["podAntiAffinityType"] == "required"
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_api_connections_fit_in_postgres_max_connections(overlay: str) -> None:
-    manifests = _overlay(overlay)
+def _api_connections(manifests: tuple[dict[str, Any], ...]) -> int:
+    """pods (HPA maximum + surge) x workers (one) x (pool + overflow): what the API may open."""
     deployment = one(manifests, "Deployment")
     config = config_map_data(manifests, deployment)
     _, most = replica_range(manifests)
     pods = most + deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
-    per_pod = int(config["DB_POOL_SIZE"]) + int(config["DB_MAX_OVERFLOW"])
-    migration = 2  # the Job: one maintenance connection, one for Alembic
-    parameters = one(manifests, "Cluster")["spec"]["postgresql"]["parameters"]
+    return pods * (int(config["DB_POOL_SIZE"]) + int(config["DB_MAX_OVERFLOW"]))
 
-    assert pods * per_pod + migration <= (
-        int(parameters["max_connections"]) - POSTGRES_RESERVED_CONNECTIONS
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_connections_fit_in_what_each_pooler_accepts(overlay: str) -> None:
+    manifests = _overlay(overlay)
+
+    for name in ("branch-loans-db-pooler-rw", "branch-loans-db-pooler-ro"):
+        pooler = one(manifests, "Pooler", name)["spec"]
+        accepted = pooler["instances"] * int(pooler["pgbouncer"]["parameters"]["max_client_conn"])
+        assert _api_connections(manifests) <= accepted
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pooler_connections_fit_in_postgres_max_connections(overlay: str) -> None:
+    # The API's pools meet PgBouncer; only the poolers' server connections (per instance, per
+    # database and user) meet Postgres: the rw pooler's on the primary, the ro one's on each
+    # replica, which has the primary's max_connections.
+    manifests = _overlay(overlay)
+    migration = 2  # the Job, straight to the primary: one maintenance connection, one Alembic
+    parameters = one(manifests, "Cluster")["spec"]["postgresql"]["parameters"]
+    room = int(parameters["max_connections"]) - POSTGRES_RESERVED_CONNECTIONS
+
+    for name in ("branch-loans-db-pooler-rw", "branch-loans-db-pooler-ro"):
+        pooler = one(manifests, "Pooler", name)["spec"]
+        server = pooler["instances"] * int(pooler["pgbouncer"]["parameters"]["default_pool_size"])
+        assert pooler["pgbouncer"]["poolMode"] == "transaction"
+        assert server + migration <= room
+    assert config_map_data(manifests, one(manifests, "Deployment"))["DB_TRANSACTION_POOLER"] == (
+        "true"
     )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_poolers_lead_to_the_primary_and_to_the_replicas(overlay: str) -> None:
+    manifests = _overlay(overlay)
+
+    kinds = {
+        name: one(manifests, "Pooler", name)["spec"]["type"]
+        for name in ("branch-loans-db-pooler-rw", "branch-loans-db-pooler-ro")
+    }
+    assert kinds == {"branch-loans-db-pooler-rw": "rw", "branch-loans-db-pooler-ro": "ro"}
+    for pooler in find(manifests, "Pooler"):
+        assert pooler["spec"]["cluster"]["name"] == "branch-loans-db"
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -1,6 +1,7 @@
 """NetworkPolicies, evaluated on sample pods: only the ingress controller and Prometheus reach
-the API, the API and the migration Job reach only DNS and Postgres, and Postgres accepts only
-them, its own instances, its operator and Prometheus (its exporter only)."""
+the API, the API and the migration Job reach only DNS, Postgres and its poolers, Postgres
+accepts only them, its poolers, its own instances, its operator and Prometheus (its exporter
+only), and the poolers only the API (and Prometheus, their exporter only)."""
 
 from typing import Any
 
@@ -25,6 +26,8 @@ def _pods(overlay: str) -> dict[str, Endpoint]:
         "api": _pod(manifests, "Deployment"),
         "migrate": _pod(manifests, "Job"),
         "postgres": Endpoint(namespace, {"cnpg.io/cluster": "branch-loans-db"}),
+        "rw pooler": Endpoint(namespace, {"cnpg.io/poolerName": "branch-loans-db-pooler-rw"}),
+        "ro pooler": Endpoint(namespace, {"cnpg.io/poolerName": "branch-loans-db-pooler-ro"}),
         "neighbour": Endpoint(namespace, {"app.kubernetes.io/name": "other"}, {"http": 8000}),
         "ingress controller": Endpoint(
             "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}
@@ -53,6 +56,11 @@ ALLOWED = [
     ("operator", "postgres", 8000, "TCP"),
     ("operator", "postgres", 5432, "TCP"),
     ("prometheus", "postgres", 9187, "TCP"),
+    ("api", "rw pooler", 5432, "TCP"),
+    ("api", "ro pooler", 5432, "TCP"),
+    ("rw pooler", "postgres", 5432, "TCP"),
+    ("ro pooler", "postgres", 5432, "TCP"),
+    ("prometheus", "rw pooler", 9127, "TCP"),
 ]
 
 DENIED = [
@@ -73,6 +81,9 @@ DENIED = [
     ("stranger", "postgres", 5432, "TCP"),
     ("api", "postgres", 9187, "TCP"),
     ("prometheus", "postgres", 5432, "TCP"),
+    ("neighbour", "rw pooler", 5432, "TCP"),
+    ("stranger", "ro pooler", 5432, "TCP"),
+    ("prometheus", "rw pooler", 5432, "TCP"),
 ]
 
 

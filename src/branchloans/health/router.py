@@ -7,17 +7,20 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from branchloans.health import service
-from branchloans.health.schemas import Check, CheckStatus, HealthReport, Liveness
+from branchloans.health.schemas import Check, CheckStatus, HealthReport, Liveness, ReplicaReport
 from branchloans.responses import JSONResponse
 from branchloans.state import AppState, DatabaseDep, StateDep
 
 router = APIRouter(tags=["health"])
 
 
-def _report(checks: dict[str, Check]) -> JSONResponse:
+def _report(checks: dict[str, Check], replica: ReplicaReport | None = None) -> JSONResponse:
     healthy = all(check.status is CheckStatus.HEALTHY for check in checks.values())
     report = HealthReport(
-        status="ok" if healthy else "error", timestamp=datetime.now(UTC), checks=checks
+        status="ok" if healthy else "error",
+        timestamp=datetime.now(UTC),
+        checks=checks,
+        replica=replica,
     )
     return JSONResponse(
         report.model_dump(exclude_none=True),
@@ -56,9 +59,17 @@ async def liveness() -> JSONResponse:
 )
 async def readiness(state: StateDep, database: DatabaseDep) -> JSONResponse:
     """Ready for traffic: not shutting down, the database answers, and its schema is at this
-    code's migration head (or at a newer release's)."""
+    code's migration head (or at a newer release's). With a read replica, `replica` says
+    where stale-tolerant reads go; a replica that lags or is down leaves the API ready."""
     api_check = service.DRAINING if state.draining.is_set() else service.API_CHECK
     schema_check = await service.check_schema(
         database, state.schema_head, state.known_revisions, state.settings.health_timeout
     )
-    return _report({"api": api_check, "database": schema_check})
+    replica = None
+    if state.replica is not None:
+        replica = ReplicaReport(
+            state=state.replica.state.value,
+            lag_seconds=state.replica.lag_seconds,
+            max_lag_seconds=state.replica.max_lag,
+        )
+    return _report({"api": api_check, "database": schema_check}, replica)

@@ -41,7 +41,7 @@ from branchloans.loans.schemas import (
 from branchloans.loans.writes import LoanActionDep, loan_response, write
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute
-from branchloans.state import DatabaseDep
+from branchloans.state import DatabaseDep, ReadDatabaseDep
 from branchloans.text import StoredLine
 
 
@@ -92,7 +92,7 @@ def _next_link(request: Request, position: Position, where: LoanFilter) -> str:
 )
 async def list_loans(
     request: Request,
-    database: DatabaseDep,
+    database: ReadDatabaseDep,
     cursor: CursorQuery = None,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
     currency: Annotated[Currency | None, Query()] = None,
@@ -186,7 +186,7 @@ async def get_loan(
         ),
     },
 )
-async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep, now: NowDep) -> JSONResponse:
+async def get_schedule(loan_id: uuid.UUID, database: ReadDatabaseDep, now: NowDep) -> JSONResponse:
     """Equal monthly instalments repaying the loan, exact to its currency's minor unit.
 
     Each row gives the due date, the payment, its principal and interest parts, and the
@@ -272,7 +272,7 @@ async def create_loan(
     dependencies=READ,
     responses=_LOAN_NOT_FOUND,
 )
-async def list_loan_events(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
+async def list_loan_events(loan_id: uuid.UUID, database: ReadDatabaseDep) -> JSONResponse:
     """Every status change of the loan, its creation first."""
     events = await service.list_events(database, loan_id)
     return JSONResponse([event.model_dump() for event in events])
@@ -347,7 +347,7 @@ async def default(action: LoanActionDep, now: NowDep) -> Response:
 
 
 @router.get("/stats", response_model=LoanStats, summary="Portfolio statistics", dependencies=READ)
-async def get_stats(database: DatabaseDep, now: NowDep) -> JSONResponse:
+async def get_stats(database: ReadDatabaseDep, now: NowDep) -> JSONResponse:
     """Loan counts and amounts, overall, by status and by currency; per currency, the
     outstanding principal of disbursed loans and the portfolio at risk.
 

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from branchloans.db import Database
 from branchloans.observability import multiprocess
+from branchloans.replica import ReadReplica, ReplicaState
 
 # 1 ms to 10 s: a cached read and a request stuck on the pool timeout are both resolved.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -117,6 +118,44 @@ class PoolMetrics:
             await asyncio.sleep(POOL_REFRESH_SECONDS)
 
 
+class ReplicaMetrics:
+    """The read replica as this application last measured it (worst worker wins)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lag = Gauge(
+            "db_replica_lag_seconds",
+            "Seconds the read replica's replay is behind, as last measured; the largest worker's.",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self._up = Gauge(
+            "db_replica_up",
+            "1 when the read replica answered its last lag measurement, else 0 (any worker's 0).",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self._in_use = Gauge(
+            "db_replica_in_use",
+            "1 while stale-tolerant reads go to the replica (up and within "
+            "REPLICA_MAX_LAG_SECONDS), 0 while they go to the primary.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+
+    def observe(self, replica: ReadReplica) -> None:
+        """Copy the replica's last measurement into the gauges."""
+        self._up.set(0 if replica.state is ReplicaState.UNREACHABLE else 1)
+        self._in_use.set(1 if replica.in_use else 0)
+        if replica.lag_seconds is not None:
+            self._lag.set(replica.lag_seconds)
+
+    async def follow(self, replica: ReadReplica) -> None:
+        """Keep the gauges current."""
+        while True:
+            self.observe(replica)
+            await asyncio.sleep(POOL_REFRESH_SECONDS)
+
+
 class ScrapeFigures(Collector):
     """Figures read from the database when Prometheus scrapes, registered by a domain."""
 
@@ -138,6 +177,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.http = HttpMetrics(self.registry)
         self.pool = PoolMetrics(self.registry)
+        self._replica: ReplicaMetrics | None = None
         self.figures: list[ScrapeFigures] = []
         self.multiprocess_directory = multiprocess.directory()
         if self.multiprocess_directory is None:
@@ -146,6 +186,13 @@ class Metrics:
             # Each worker writes its values to files; a scrape reads and sums all of them.
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, path=self.multiprocess_directory)
+
+    def replica(self) -> ReplicaMetrics:
+        """The read replica's gauges, made when the application has a replica: without one,
+        no `db_replica_*` series claims a state."""
+        if self._replica is None:
+            self._replica = ReplicaMetrics(self.registry)
+        return self._replica
 
     def add_figures(self, figures: ScrapeFigures) -> None:
         """Expose figures read at scrape time; registered for the scrape only, so never summed
