@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.loans.models import MAX_AMOUNT, MAX_TERM_MONTHS
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
-from branchloans.loans.schemas import RepaymentSchedule
+from branchloans.loans.schedule_schemas import RepaymentSchedule
 
 JAN_31 = date(2025, 1, 31)
 PROPERTY_SETTINGS = settings(max_examples=250, deadline=None)

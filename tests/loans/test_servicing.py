@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from branchloans.currencies import minor_unit
 from branchloans.loans.schedule import build_schedule
-from branchloans.loans.schemas import RepaymentSchedule
+from branchloans.loans.schedule_schemas import RepaymentSchedule
 from branchloans.loans.servicing import Allocated, Ledger, OverpaymentError
 
 START = date(2025, 1, 31)

@@ -12,9 +12,10 @@ from sqlalchemy import BigInteger, Date, Select, bindparam, func, select, text, 
 from branchloans.currencies import in_minor_units
 from branchloans.db import Queries, Statement
 from branchloans.loans.cursor import Position
+from branchloans.loans.fields import CENT
 from branchloans.loans.models import Loan, LoanArrears, LoanStatus, LoanTotal
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, loan_row
-from branchloans.loans.schemas import CENT, AtRisk, LoanStats, PortfolioAtRisk
+from branchloans.loans.schemas import AtRisk, LoanStats, PortfolioAtRisk
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,9 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from branchloans.loans.fields import DecimalNumber, UtcDatetime, refuse_bool
 from branchloans.loans.models import MAX_AMOUNT, REFERENCE_MAX_LENGTH
-from branchloans.loans.schemas import (
-    DecimalNumber,
-    Instalment,
-    LoanSchedule,
-    UtcDatetime,
-    _refuse_bool,
-)
+from branchloans.loans.schedule_schemas import Instalment, LoanSchedule
 from branchloans.text import StoredLine
 
 # No payment can exceed a loan's payoff amount; this only bounds what is parsed.
@@ -42,7 +37,7 @@ class RepaymentCreate(BaseModel):
 
     amount: Annotated[
         Decimal,
-        BeforeValidator(_refuse_bool),
+        BeforeValidator(refuse_bool),
         Field(gt=0, le=MAX_PAYMENT, allow_inf_nan=False),
         # What clients should send: a JSON number (numeric strings are accepted too, but left
         # out of the documented schema, as for a loan's amount).

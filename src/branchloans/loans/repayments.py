@@ -24,7 +24,7 @@ from branchloans.loans.repayment_schemas import (
     ServicedSchedule,
 )
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan, loan_row
-from branchloans.loans.schemas import RepaymentSchedule
+from branchloans.loans.schedule_schemas import RepaymentSchedule
 from branchloans.loans.service import ChangeContext, read_loan, schedule_of, transition_loan
 from branchloans.loans.servicing import Allocated, Ledger, OverpaymentError
 

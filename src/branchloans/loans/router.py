@@ -24,20 +24,14 @@ from branchloans.loans.dependencies import (
     next_cursor,
 )
 from branchloans.loans.errors import etag
+from branchloans.loans.fields import Currency, UtcDatetime
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.listing import LoanFilter
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.models import BORROWER_ID_MAX_LENGTH, LoanStatus
 from branchloans.loans.repayment_schemas import ServicedSchedule
 from branchloans.loans.rows import VersionedLoan
-from branchloans.loans.schemas import (
-    Currency,
-    LoanCreate,
-    LoanEventRead,
-    LoanRead,
-    LoanStats,
-    UtcDatetime,
-)
+from branchloans.loans.schemas import LoanCreate, LoanEventRead, LoanRead, LoanStats
 from branchloans.loans.writes import LoanActionDep, loan_response, write
 from branchloans.responses import JSONResponse
 from branchloans.routing import DecimalJSONRoute

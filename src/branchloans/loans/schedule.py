@@ -31,7 +31,7 @@ from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 
 from branchloans.currencies import MINOR_UNITS, minor_unit
-from branchloans.loans.schemas import Instalment, RepaymentSchedule, ScheduleTotals
+from branchloans.loans.schedule_schemas import Instalment, RepaymentSchedule, ScheduleTotals
 
 # Enough digits that (1 + r)^360 and the exact balances lose nothing a minor unit would show.
 _PRECISION = 60

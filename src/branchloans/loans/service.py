@@ -20,11 +20,8 @@ from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
 from branchloans.loans.models import Loan, LoanEvent, LoanStatus
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan
 from branchloans.loans.schedule import UnpayableAmountError, build_schedule
-from branchloans.loans.schemas import (
-    LoanCreate,
-    LoanEventRead,
-    RepaymentSchedule,
-)
+from branchloans.loans.schedule_schemas import RepaymentSchedule
+from branchloans.loans.schemas import LoanCreate, LoanEventRead
 from branchloans.observability import tracing
 
 

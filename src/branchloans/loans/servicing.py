@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from branchloans.loans.schemas import Instalment
+from branchloans.loans.schedule_schemas import Instalment
 
 
 class OverpaymentError(ValueError):
