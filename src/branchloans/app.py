@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
         if settings.metrics_enabled:
-            background.append(asyncio.create_task(metrics.pool.follow(database)))
+            background.append(asyncio.create_task(metrics.follow(database)))
         try:
             with drain_on_sigterm(draining, settings.shutdown_drain_seconds):
                 yield
