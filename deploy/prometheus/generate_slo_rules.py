@@ -68,7 +68,9 @@ def _number(value: Decimal) -> str:
 
 def _selector(slo: dict[str, Any], *matchers: str) -> str:
     """The job's requests but those of excluded handlers, with `matchers` added."""
+    # A regular expression in a PromQL string, whose backslashes escape too.
     excluded = "|".join(re.escape(handler) for handler in slo["excluded_handlers"])
+    excluded = excluded.replace("\\", "\\\\")
     return "{" + ", ".join([f'job="{slo["job"]}"', f'handler!~"{excluded}"', *matchers]) + "}"
 
 
