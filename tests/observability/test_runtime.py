@@ -32,14 +32,14 @@ def build_info(samples: Samples) -> dict[str, str]:
 async def test_build_info_names_the_version_revision_and_python(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(REVISION_ENV_VAR, "4c5e2549f00d")
+    monkeypatch.setenv(REVISION_ENV_VAR, "revision-under-test")
 
     async with serving(settings) as http:
         samples = await scrape(http)
 
     assert build_info(samples) == {
         "version": __version__,
-        "revision": "4c5e2549f00d",
+        "revision": "revision-under-test",
         "python_version": platform.python_version(),
     }
 
