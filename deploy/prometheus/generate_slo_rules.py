@@ -197,10 +197,9 @@ def generated() -> str:
     """The text slo-rules.yml must hold."""
     slo = yaml.safe_load(SOURCE.read_text())
     document = {
-        "groups": [
-            {"name": "branchloans-slo-recordings", "rules": recording_rules(slo)},
-            {"name": "branchloans-slo-alerts", "rules": alerting_rules(slo)},
-        ]
+        # One group: its rules are evaluated in order, so each alert reads the ratios recorded
+        # in the same evaluation (groups run independently, and would read them a step late).
+        "groups": [{"name": "branchloans-slo", "rules": recording_rules(slo) + alerting_rules(slo)}]
     }
     return HEADER + yaml.dump(document, Dumper=_BlockStyleDumper, sort_keys=False, width=120)
 

@@ -95,7 +95,7 @@ def test_the_prometheus_rules_are_every_group_of_the_compose_rules(overlay: str)
     groups = [group for rule in rules for group in rule["spec"]["groups"]]
 
     assert sorted(groups, key=lambda g: g["name"]) == sorted(sources, key=lambda g: g["name"])
-    assert "branchloans-slo-alerts" in {group["name"] for group in groups}
+    assert "branchloans-slo" in {group["name"] for group in groups}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
