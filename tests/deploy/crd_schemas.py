@@ -241,9 +241,12 @@ PROMETHEUS_RULE = _resource(
                             "items": {
                                 "type": "object",
                                 "additionalProperties": False,
-                                "required": ["alert", "expr"],
+                                "required": ["expr"],
+                                # An alerting rule or a recording rule, never both.
+                                "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
                                 "properties": {
                                     "alert": {"type": "string"},
+                                    "record": {"type": "string"},
                                     "expr": {"type": "string"},
                                     "for": _DURATION,
                                     "labels": _STRING_MAP,

@@ -1,5 +1,6 @@
-"""Alertmanager's configuration, checked by amtool: it loads, and each alert of alerts.yml is
-routed to the receiver its severity names (critical pages, warnings go to Slack)."""
+"""Alertmanager's configuration, checked by amtool: it loads, and each alert of alerts.yml and
+slo-rules.yml is routed to the receiver its severity names (critical pages, warnings go to
+Slack: the error budget's slow burn is a ticket, its fast and steady burns page)."""
 
 import subprocess
 from pathlib import Path
@@ -31,9 +32,12 @@ def routed_to(config: Path, *labels: str) -> str:
 
 
 def _alert_labels() -> list[tuple[str, dict[str, str]]]:
-    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     return [
-        (rule["alert"], rule["labels"]) for group in alerts["groups"] for rule in group["rules"]
+        (rule["alert"], rule["labels"])
+        for name in ("alerts.yml", "slo-rules.yml")
+        for group in yaml.safe_load((PROMETHEUS_DIR / name).read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
     ]
 
 
@@ -51,10 +55,20 @@ def test_amtool_accepts_the_config() -> None:
         (["alertname=PostgresDown", "severity=critical", "service=postgres"], "pagerduty"),
         (["alertname=BranchLoansApiDown", "severity=critical"], "pagerduty"),
         (["alertname=PostgresDeadlocks", "severity=warning", "service=postgres"], "slack"),
+        (["alertname=BranchLoansAvailabilityFastBurn", "severity=critical"], "pagerduty"),
+        (["alertname=BranchLoansLatencySlowBurn", "severity=warning"], "slack"),
         (["alertname=SomethingNew", "service=branchloans-api"], "slack"),
         (["alertname=SomethingNew", "severity=info"], "slack"),
     ],
-    ids=["critical", "critical-without-service", "warning", "no-severity", "unknown-severity"],
+    ids=[
+        "critical",
+        "critical-without-service",
+        "warning",
+        "budget-page",
+        "budget-ticket",
+        "no-severity",
+        "unknown-severity",
+    ],
 )
 def test_each_severity_reaches_its_receiver(labels: list[str], receiver: str) -> None:
     assert routed_to(CONFIG, *labels) == receiver

@@ -122,6 +122,12 @@ def test_the_runtime_carries_oci_labels_from_build_arguments() -> None:
     assert {"SOURCE", "REVISION", "VERSION"} <= declared
 
 
+def test_the_runtime_tells_the_app_its_revision_for_build_info() -> None:
+    runtime = _stages()["runtime"]
+
+    assert 'APP_REVISION="${REVISION}"' in runtime.arguments("ENV")
+
+
 def test_dependencies_come_from_the_lockfile_only() -> None:
     runs = [run for stage in _stages().values() for run in stage.arguments("RUN")]
     syncs = [run for run in runs if "uv sync" in run]

@@ -1,7 +1,7 @@
-"""Monitoring on Kubernetes: the PrometheusRules are alerts.yml and the AlertmanagerConfig is
-alertmanager.yml (generated, and checked to be up to date), the scrape jobs are the ones the
-rules name, and the CloudNativePG exporter's metrics are renamed to the names the rules and
-the dashboard read."""
+"""Monitoring on Kubernetes: the PrometheusRules are alerts.yml, the SLO rules and the loan
+alerts, and the AlertmanagerConfig is alertmanager.yml (generated, and checked to be up to
+date), the scrape jobs are the ones the rules name, and the CloudNativePG exporter's metrics
+are renamed to the names the rules and the dashboard read."""
 
 import re
 import subprocess
@@ -14,6 +14,9 @@ import yaml
 from tests.deploy.kube import K8S_DIR, OVERLAYS, find, one, render
 from tests.deploy.support import EXPORTER_METRICS, POSTGRES_EXPORTER_DIR, PROMETHEUS_DIR
 
+# The rule files of the Compose stack a cluster runs too (backup-alerts.yml reads the Compose
+# stack's pgBackRest exporter).
+K8S_RULE_FILES = ("alerts.yml", "slo-rules.yml", "loan-alerts.yml")
 # What CloudNativePG's exporter serves by default (its `default-monitoring` queries and its
 # collector), with the labels a rename depends on.
 CNPG_DEFAULT_SERIES = [
@@ -81,15 +84,18 @@ def test_the_generated_files_are_up_to_date() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_prometheus_rules_are_every_group_of_alerts_yml(overlay: str) -> None:
-    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+def test_the_prometheus_rules_are_every_group_of_the_compose_rules(overlay: str) -> None:
+    sources = [
+        group
+        for name in K8S_RULE_FILES
+        for group in yaml.safe_load((PROMETHEUS_DIR / name).read_text())["groups"]
+    ]
     rules = find(render(f"overlays/{overlay}"), "PrometheusRule")
 
     groups = [group for rule in rules for group in rule["spec"]["groups"]]
 
-    assert sorted(groups, key=lambda g: g["name"]) == sorted(
-        alerts["groups"], key=lambda g: g["name"]
-    )
+    assert sorted(groups, key=lambda g: g["name"]) == sorted(sources, key=lambda g: g["name"])
+    assert "branchloans-slo" in {group["name"] for group in groups}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

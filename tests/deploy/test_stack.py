@@ -438,6 +438,13 @@ def _alert_signals() -> list[tuple[str, str]]:
     return alert_signals("branchloans-api")
 
 
+def _slo_recordings() -> list[str]:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "slo-rules.yml").read_text())
+    return sorted(
+        {rule["record"] for group in rules["groups"] for rule in group["rules"] if "record" in rule}
+    )
+
+
 def _send_traffic(stack: Stack) -> None:
     with stack.https() as client:
         for currency in ("INR", "KES"):
@@ -506,3 +513,14 @@ def test_every_alert_watches_a_signal_with_data(
     scraped: Callable[[str], list[dict[str, Any]]], signal: str
 ) -> None:
     assert scraped(signal), signal
+
+
+@pytest.mark.parametrize("record", _slo_recordings())
+def test_every_slo_series_is_recorded_for_both_objectives(
+    scraped: Callable[[str], list[dict[str, Any]]], record: str
+) -> None:
+    # Both objectives, once each: the recording rules keep `job` and add `slo`.
+    scraped(f'count({record}{{job="branchloans-api"}}) == 2')
+    result = scraped(f'{record}{{job="branchloans-api"}}')
+
+    assert sorted(series["metric"]["slo"] for series in result) == ["availability", "latency"]

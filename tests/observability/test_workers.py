@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from branchloans.auth.models import Scope
-from tests.support import create_key, free_port, parse_metrics, sample
+from tests.support import Samples, create_key, free_port, parse_metrics, sample
 
 BRANCHLOANS = Path(sys.executable).with_name("branchloans")
 STARTUP_SECONDS = 60.0
@@ -217,3 +217,86 @@ def test_metrics_port_answers_only_metrics_and_the_api_port_never_does(
         sample(samples, "http_requests_total", method="GET", handler="/liveness", status="200") == 1
     )
     assert sample(samples, "database_up") == 1
+
+
+PER_WORKER = (
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "event_loop_lag_seconds",
+)
+
+
+def pids_of(samples: Samples, name: str) -> set[int]:
+    return {int(dict(labels)["worker"]) for series, labels in samples if series == name}
+
+
+def scrape_until(
+    http: httpx.Client, condition: Callable[[Samples], bool], seconds: float
+) -> Samples:
+    """Scrape (any worker answers) until `condition` holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            samples = parse_metrics(http.get("/metrics").text)
+        except httpx.TransportError:  # a worker killed while it held the connection
+            samples = {}
+        if samples and condition(samples):
+            return samples
+        assert time.monotonic() < deadline, f"timed out; last scrape: {sorted(samples)[:20]}"
+        time.sleep(0.2)
+
+
+def test_each_worker_shows_its_own_process_figures_until_it_dies(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "LOG_FORMAT": "json",
+        "DB_POOL_SIZE": str(POOL_SIZE),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    port, metrics_port = free_port(), free_port()
+    env["METRICS_PORT"] = str(metrics_port)
+
+    with serving(["serve", "--workers", "2", "--port", str(port)], env) as server:
+        server.wait_for(lambda records: startups(records) == 2, STARTUP_SECONDS)
+        workers = {
+            record["pid"]
+            for record in server.records()
+            if record.get("message") == "Application startup complete."
+        }
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{metrics_port}",
+            limits=httpx.Limits(max_keepalive_connections=0),
+            timeout=10,
+        ) as http:
+            both = scrape_until(
+                http,
+                lambda samples: all(pids_of(samples, name) == workers for name in PER_WORKER),
+                LOG_SECONDS,
+            )
+            killed = min(workers)
+            os.kill(killed, signal.SIGKILL)
+            # uvicorn replaces the killed worker; the scrape drops the dead one's series.
+            after = scrape_until(
+                http,
+                lambda samples: (
+                    len(pids_of(samples, "process_resident_memory_bytes")) == 2
+                    and killed not in pids_of(samples, "process_resident_memory_bytes")
+                ),
+                STARTUP_SECONDS,
+            )
+
+    for pid in map(str, workers):
+        assert (sample(both, "process_resident_memory_bytes", worker=pid) or 0) > 1_000_000
+        assert (sample(both, "process_cpu_seconds_total", worker=pid) or 0) > 0
+        assert (sample(both, "process_open_fds", worker=pid) or 0) > 0
+        assert sample(both, "db_pool_worker_connections", worker=pid, state="size") == POOL_SIZE
+    assert sample(both, "db_pool_connections", state="size") == 2 * POOL_SIZE
+    for name in PER_WORKER:
+        assert killed not in pids_of(after, name)
+    assert killed not in pids_of(after, "db_pool_worker_connections")
+    assert sample(after, "db_pool_connections", state="size") == 2 * POOL_SIZE

@@ -1,6 +1,7 @@
 """Prometheus metrics of the service, right with one uvicorn worker or several."""
 
 import asyncio
+import os
 from abc import abstractmethod
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from branchloans.db import Database
 from branchloans.observability import multiprocess
+from branchloans.observability.runtime import BuildInfo, WorkerMetrics
 from branchloans.replica import ReadReplica, ReplicaState
 
 # 1 ms to 10 s: a cached read and a request stuck on the pool timeout are both resolved.
@@ -26,7 +28,8 @@ STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 UNMATCHED_HANDLER = "none"
-POOL_REFRESH_SECONDS = 1.0
+# How often each worker refreshes its pool and process gauges and times its event loop.
+REFRESH_SECONDS = 1.0
 
 
 def method_label(method: str) -> str:
@@ -89,7 +92,8 @@ class HttpMetrics:
 
 
 class PoolMetrics:
-    """`db_pool_connections{state}`: configured size, checked out, overflow, summed over workers."""
+    """`db_pool_connections{state}`: configured size, checked out, overflow, summed over workers;
+    `db_pool_worker_connections{worker, state}`: the same for each worker."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         gauge = Gauge(
@@ -102,20 +106,29 @@ class PoolMetrics:
         self._size = gauge.labels("size")
         self._checked_out = gauge.labels("checked_out")
         self._overflow = gauge.labels("overflow")
+        self._by_worker = Gauge(
+            "db_pool_worker_connections",
+            "Database pool connections of each worker, by state (size, checked_out, overflow).",
+            ["worker", "state"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
 
     def observe(self, database: Database) -> None:
         """Copy the pool's current state into the gauges."""
         opened, in_use = database.pool_state()
+        # Connections open beyond the configured size are the overflow.
+        overflow = max(0, opened - database.pool_size)
         self._size.set(database.pool_size)
         self._checked_out.set(in_use)
-        # Connections open beyond the configured size are the overflow.
-        self._overflow.set(max(0, opened - database.pool_size))
-
-    async def follow(self, database: Database) -> None:
-        """Keep the gauges current, so a scrape answered by another worker sees this pool too."""
-        while True:
-            self.observe(database)
-            await asyncio.sleep(POOL_REFRESH_SECONDS)
+        self._overflow.set(overflow)
+        pid = str(os.getpid())
+        for state, value in (
+            ("size", database.pool_size),
+            ("checked_out", in_use),
+            ("overflow", overflow),
+        ):
+            self._by_worker.labels(pid, state).set(value)
 
 
 class ReplicaMetrics:
@@ -153,7 +166,7 @@ class ReplicaMetrics:
         """Keep the gauges current."""
         while True:
             self.observe(replica)
-            await asyncio.sleep(POOL_REFRESH_SECONDS)
+            await asyncio.sleep(REFRESH_SECONDS)
 
 
 class ScrapeFigures(Collector):
@@ -178,6 +191,7 @@ class Metrics:
         self.http = HttpMetrics(self.registry)
         self.pool = PoolMetrics(self.registry)
         self._replica: ReplicaMetrics | None = None
+        self.worker = WorkerMetrics(self.registry)
         self.figures: list[ScrapeFigures] = []
         self.multiprocess_directory = multiprocess.directory()
         if self.multiprocess_directory is None:
@@ -186,6 +200,8 @@ class Metrics:
             # Each worker writes its values to files; a scrape reads and sums all of them.
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, path=self.multiprocess_directory)
+        # The same in every worker, so it is rendered at scrape time rather than summed.
+        self._exposed.register(BuildInfo())
 
     def replica(self) -> ReplicaMetrics:
         """The read replica's gauges, made when the application has a replica: without one,
@@ -205,8 +221,20 @@ class Metrics:
         for figures in self.figures:
             await figures.refresh(database, max_age=max_age, seconds=seconds)
 
+    async def follow(self, database: Database) -> None:
+        """Keep this worker's gauges current, so a scrape answered by another worker sees them,
+        and time how late the event loop wakes from each sleep."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.pool.observe(database)
+            self.worker.observe_process()
+            slept_at = loop.time()
+            await asyncio.sleep(REFRESH_SECONDS)
+            self.worker.observe_event_loop_lag(loop.time() - slept_at - REFRESH_SECONDS)
+
     def render(self) -> bytes:
         """The text exposition of every metric."""
+        self.worker.observe_process()
         if self.multiprocess_directory is not None:
             multiprocess.forget_dead_workers(self.multiprocess_directory)
         return generate_latest(self._exposed)
