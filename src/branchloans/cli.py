@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import math
+import os
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
     from branchloans.observability import multiprocess
     from branchloans.observability.logs import configure_logging
 
+    # The workers (spawned, or this process) read it to take their share of the per-key limits.
+    os.environ["SERVE_WORKERS"] = str(1 if args.reload else args.workers)
+    get_settings.cache_clear()
     settings = get_settings()
     if args.reload and settings.app_env is AppEnv.PRODUCTION:
         print("--reload is a development tool; refused when APP_ENV=production", file=sys.stderr)
@@ -38,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from branchloans.edge import GuardedHttpToolsProtocol
     from branchloans.shutdown import ClosingMultiprocess
 
     options: dict[str, Any] = {
@@ -49,7 +54,10 @@ def _serve(args: argparse.Namespace) -> int:
         "reload": args.reload,
         "reload_dirs": ["src"] if args.reload else None,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, plus the header size limit and header timeout uvicorn lacks for it.
+        "http": GuardedHttpToolsProtocol,
+        "limit_concurrency": settings.http_limit_concurrency,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
         # The application logs one line per request itself; uvicorn's own would double it.
         "access_log": False,
         "log_config": None,
