@@ -1,0 +1,83 @@
+"""Rate and concurrency limits per API key.
+
+Counters live in each worker's memory, and each worker of `serve --workers N` enforces 1/N of
+the instance's limits: a shared store would put a round trip on every request (Postgres a row
+update on one hot row per key, Redis a service our stack does not run), for limits whose job,
+keeping one key from taking an instance's capacity, is per instance anyway.
+"""
+
+import math
+import time
+
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from branchloans.config import Settings
+from branchloans.problems import ProblemError
+
+POLICY = '"per-key"'  # the policy's name in the RateLimit-Policy and RateLimit fields
+
+
+class TooManyRequestsError(ProblemError):
+    """A key went over its rate or its concurrency limit."""
+
+    def __init__(self, detail: str, retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(
+            429,
+            detail,
+            slug="too-many-requests",
+            title="Too many requests",
+            headers={"Retry-After": str(retry_after), **headers},
+        )
+
+
+class KeyQuotas:
+    """One worker's share of the per-key limits (KEY_RATE_LIMIT, KEY_CONCURRENCY_LIMIT)."""
+
+    def __init__(self, settings: Settings) -> None:
+        workers = settings.serve_workers
+        self.rate = settings.key_rate_limit
+        self.window = settings.key_rate_window_seconds
+        self._item = RateLimitItemPerSecond(max(1, self.rate // workers), self.window)
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.concurrency = settings.key_concurrency_limit
+        self._share = max(1, self.concurrency // workers)
+        self._in_flight: dict[str, int] = {}
+
+    async def admit(self, key_name: str) -> None:
+        """Count a request of the key, and hold one of its places in flight until `release`;
+        TooManyRequestsError when it may not go ahead now."""
+        if self.rate and not await self._limiter.hit(self._item, key_name):
+            stats = await self._limiter.get_window_stats(self._item, key_name)
+            reset = max(1, math.ceil(stats.reset_time - time.time()))
+            raise TooManyRequestsError(
+                f"This API key made more than {self.rate} requests in {self.window} s; "
+                f"retry in {reset} s.",
+                reset,
+                {
+                    "RateLimit-Policy": f"{POLICY};q={self.rate};w={self.window}",
+                    "RateLimit": f"{POLICY};r=0;t={reset}",
+                },
+            )
+        if not self.concurrency:
+            return
+        in_flight = self._in_flight.get(key_name, 0)
+        if in_flight >= self._share:
+            raise TooManyRequestsError(
+                "This API key has as many requests in flight as it may "
+                f"({self.concurrency} per instance); retry when one has finished.",
+                1,
+                {},
+            )
+        self._in_flight[key_name] = in_flight + 1
+
+    def release(self, key_name: str) -> None:
+        """Give back the place `admit` took."""
+        if not self.concurrency:
+            return
+        left = self._in_flight[key_name] - 1
+        if left:
+            self._in_flight[key_name] = left
+        else:
+            del self._in_flight[key_name]
