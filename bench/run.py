@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from bench.limits import run_limits
 from bench.processes import (
     BASELINE,
     ROOT,
@@ -87,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only price tracing (bench/tracing.py): get by id and create, tracing off, on at"
         " 0.1 and at 1.0, at --loans loans",
     )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="only price the per-key limits (bench/limits.py): get by id with the limiter on"
+        " and off, at --loans loans",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -138,6 +145,10 @@ def _run(bench: Bench) -> int:
     if bench.args.tracing:
         _load(bench)
         run_tracing(bench)
+        return 1 if any(r.errors + r.bad_status for r in bench.results) else 0
+    if bench.args.limits:
+        _load(bench)
+        run_limits(bench)
         return 1 if any(r.errors + r.bad_status for r in bench.results) else 0
     bench.development_port = free_port()
     development = [*command("branchloans"), "serve", "--host", "127.0.0.1"]

@@ -98,7 +98,7 @@ class AuthenticatedRoute(DecimalJSONRoute):
                 return await handler(request)
             tracing.set_attribute(tracing.API_KEY_NAME, principal.name)  # its name, never it
             quotas = key_quotas(state)
-            await quotas.admit(principal.name)
+            quotas.admit(principal.name)
             try:
                 return await handler(request)
             finally:
