@@ -42,7 +42,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from branchloans.edge import GuardedHttpToolsProtocol
     from branchloans.shutdown import ClosingMultiprocess
 
     options: dict[str, Any] = {
@@ -54,8 +53,9 @@ def _serve(args: argparse.Namespace) -> int:
         "reload": args.reload,
         "reload_dirs": ["src"] if args.reload else None,
         "loop": "uvloop",
-        # httptools, plus the header size limit and header timeout uvicorn lacks for it.
-        "http": GuardedHttpToolsProtocol,
+        # httptools, plus the header size limit and header timeout uvicorn lacks for it; named,
+        # so each worker imports it when it loads the app rather than while it unpickles.
+        "http": "branchloans.edge:GuardedHttpToolsProtocol",
         "limit_concurrency": settings.http_limit_concurrency,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         # The application logs one line per request itself; uvicorn's own would double it.
