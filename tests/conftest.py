@@ -18,6 +18,7 @@ from branchloans.config import Settings
 from branchloans.migrate import create_database_if_missing, drop_database, upgrade_to_head
 from branchloans.state import app_state
 from tests.support import (
+    EMPTY_TABLES,
     SERVER_URL,
     DatabaseInTransaction,
     client_in_transaction,
@@ -116,7 +117,7 @@ async def committed_client(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncC
             yield http
     finally:
         async with app_state(committed_app).database.connection() as conn:
-            await conn.execute("TRUNCATE loans, idempotency_keys, api_keys CASCADE")
+            await conn.execute(EMPTY_TABLES)
 
 
 @pytest.fixture

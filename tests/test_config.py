@@ -1,4 +1,5 @@
-"""Settings: production refuses to start with an empty, default or example password."""
+"""Settings: production refuses to start with an empty, default, example or short password,
+wildcard CORS origins, proxies trusted too widely, or a long key cache."""
 
 import pytest
 from pydantic import ValidationError
@@ -9,8 +10,11 @@ from tests.support import make_settings
 SERVER = "db.internal:5432/microloans"
 
 
-def production_settings(database_url: str) -> Settings:
-    return make_settings(database_url, app_env="production")
+GENERATED = f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8pR4t@{SERVER}"
+
+
+def production_settings(database_url: str = GENERATED, **overrides: object) -> Settings:
+    return make_settings(database_url, app_env="production", **overrides)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +45,7 @@ def test_production_refuses_the_default_database_url() -> None:
 
 
 def test_production_accepts_a_generated_password() -> None:
-    settings = production_settings(f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8@{SERVER}")
+    settings = production_settings(f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8pR4t@{SERVER}")
 
     assert settings.app_env is AppEnv.PRODUCTION
 
@@ -70,7 +74,58 @@ def test_production_refusal_comes_from_the_environment(monkeypatch: pytest.Monke
 def test_production_refuses_a_default_password_for_migrations() -> None:
     with pytest.raises(ValidationError, match="MIGRATION_DATABASE_URL"):
         make_settings(
-            f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8@{SERVER}",
+            f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8pR4t@{SERVER}",
             app_env="production",
             migration_database_url=f"postgresql+asyncpg://postgres:postgres@{SERVER}",
         )
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "MIGRATION_DATABASE_URL"])
+def test_production_refuses_a_short_password(name: str) -> None:
+    short = f"postgresql+asyncpg://prod_user:k3Jq9vXz2Lw8pR4@{SERVER}"  # 15 characters
+    urls = {"DATABASE_URL": GENERATED, "MIGRATION_DATABASE_URL": GENERATED} | {name: short}
+
+    with pytest.raises(ValidationError, match=f"shorter than 16 characters in {name}"):
+        production_settings(urls["DATABASE_URL"], migration_database_url=urls[name])
+
+
+@pytest.mark.parametrize("origins", ["*", "https://branchloans.com,*"])
+def test_production_refuses_wildcard_cors_origins(origins: str) -> None:
+    with pytest.raises(ValidationError, match="wildcard in CORS_ALLOWED_ORIGINS"):
+        production_settings(cors_allowed_origins=origins)
+
+
+@pytest.mark.parametrize("proxies", ["0.0.0.0/0", "::/0", "10.0.0.7,0.0.0.0/1", "8.0.0.0/8"])
+def test_production_refuses_trusting_proxies_too_widely(proxies: str) -> None:
+    with pytest.raises(ValidationError, match="refuses TRUSTED_PROXIES"):
+        production_settings(trusted_proxies=proxies)
+
+
+@pytest.mark.parametrize(
+    "proxies", ["172.30.0.10/32", "10.0.0.0/8", "fd00::/8", "203.0.113.0/24", "2001:db8::/64"]
+)
+def test_production_trusts_private_networks_and_public_subnets(proxies: str) -> None:
+    settings = production_settings(trusted_proxies=proxies)
+
+    assert [str(network) for network in settings.trusted_proxies] == proxies.split(",")
+
+
+def test_production_refuses_a_key_cache_over_five_minutes() -> None:
+    with pytest.raises(ValidationError, match="API_KEY_CACHE_SECONDS above 300"):
+        production_settings(api_key_cache_seconds=301)
+
+
+def test_production_accepts_a_five_minute_key_cache() -> None:
+    assert production_settings(api_key_cache_seconds=300).api_key_cache_seconds == 300
+
+
+def test_other_environments_accept_what_production_refuses() -> None:
+    settings = make_settings(
+        "postgresql+asyncpg://dev:short@db/microloans",
+        app_env="staging",
+        cors_allowed_origins="*",
+        trusted_proxies="0.0.0.0/0",
+        api_key_cache_seconds=86400,
+    )
+
+    assert settings.api_key_cache_seconds == 86400

@@ -4,6 +4,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from branchloans.app import SuperuserRefusedError, create_app
 from branchloans.cli import main
 from branchloans.config import AppEnv, get_settings
 from tests.support import make_settings, serving, with_password
@@ -97,3 +98,11 @@ def test_serve_refuses_reload_in_production(
         get_settings.cache_clear()
 
     assert "--reload" in capsys.readouterr().err
+
+
+async def test_production_refuses_to_start_as_a_superuser(database_url: str) -> None:
+    app = create_app(make_settings(with_password(database_url), app_env=AppEnv.PRODUCTION))
+
+    with pytest.raises(SuperuserRefusedError, match="refuses to run as the superuser 'postgres'"):
+        async with app.router.lifespan_context(app):
+            pass

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
-from branchloans.config import Settings, get_settings
+from branchloans.config import AppEnv, Settings, get_settings
 from branchloans.db import Database
 from branchloans.docs import install_docs
 from branchloans.health.router import router as health_router
@@ -25,6 +25,7 @@ from branchloans.observability.logs import configure_logging
 from branchloans.observability.metrics import Metrics
 from branchloans.observability.middleware import ObservabilityMiddleware
 from branchloans.observability.proxies import TrustedProxies
+from branchloans.observability.router import MetricsPortGate
 from branchloans.observability.router import router as metrics_router
 from branchloans.observability.tracing import current_provider, flush, instrument, start_tracing
 from branchloans.openapi import install_openapi
@@ -78,6 +79,23 @@ principal.
 """
 
 
+class SuperuserRefusedError(RuntimeError):
+    """Production connected as a superuser, which no privilege or trigger restrains."""
+
+
+async def _refuse_superuser(database: Database) -> None:
+    # Production needs the database at startup for this: DB_STARTUP_TIMEOUT bounds the wait.
+    role, superuser = await database.role()
+    if superuser:
+        message = (
+            f"APP_ENV=production refuses to run as the superuser {role!r}: connect as the "
+            "API's own role (DATABASE_URL), which `branchloans migrate` creates"
+        )
+        logger.error(message)
+        await database.close()
+        raise SuperuserRefusedError(message)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; the database pool is opened at startup and closed at shutdown."""
     settings = settings or get_settings()
@@ -102,11 +120,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.db_startup_timeout:
             await wait_for_database(database, settings.db_startup_timeout)
+        if settings.app_env is AppEnv.PRODUCTION:
+            await _refuse_superuser(database)
         if not settings.requires_auth:
             logger.warning(
                 "authentication is off: anyone who can reach the API may use it",
                 app_env=settings.app_env.value,
             )
+        metrics_unserved = settings.metrics_port is None and not settings.metrics_on_api_port
+        if settings.metrics_enabled and metrics_unserved:
+            logger.warning("metrics are counted but served nowhere: set METRICS_PORT")
         background = []
         if settings.idempotency_purge_interval:
             background.append(
@@ -149,6 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     install_error_tracking(app, settings)  # innermost middleware: sees exceptions first
     install_docs(app)
+    if settings.metrics_enabled:
+        app.add_middleware(
+            MetricsPortGate,
+            metrics_port=settings.metrics_port,
+            on_api_port=settings.metrics_on_api_port,
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_allowed_origins:
         app.add_middleware(

@@ -33,34 +33,30 @@ Name = x509.DNSName | x509.IPAddress
 
 @dataclass(frozen=True)
 class CertificatePaths:
-    """Where the server certificate (and a copy of the CA certificate) and the CA live."""
+    """Where the server certificate (with a copy of the CA certificate clients trust) and the
+    CA's own certificate and key live."""
 
     directory: Path
     ca_directory: Path
 
     @property
     def ca_cert(self) -> Path:
-        """The CA certificate clients trust, beside the server certificate."""
         return self.directory / "ca.crt"
 
     @property
     def ca_own_cert(self) -> Path:
-        """The CA certificate beside the CA key."""
         return self.ca_directory / "ca.crt"
 
     @property
     def ca_key(self) -> Path:
-        """The CA's private key."""
         return self.ca_directory / "ca.key"
 
     @property
     def server_cert(self) -> Path:
-        """The certificate nginx presents."""
         return self.directory / "server.crt"
 
     @property
     def server_key(self) -> Path:
-        """The private key of the server certificate."""
         return self.directory / "server.key"
 
 
@@ -161,6 +157,20 @@ def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _build_ca(
     key: ec.EllipticCurvePrivateKey, names: list[Name], now: datetime
 ) -> x509.Certificate:
@@ -184,20 +194,7 @@ def _build_ca(
             x509.NameConstraints(permitted_subtrees=_permitted(names), excluded_subtrees=None),
             critical=True,
         )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -222,20 +219,7 @@ def _build_server(
         .not_valid_after(now + SERVER_LIFETIME)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(

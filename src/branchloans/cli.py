@@ -10,13 +10,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import PostgresDsn, ValidationError
 from sqlalchemy import make_url
 
 from branchloans import __version__
 from branchloans.config import AppEnv, get_settings
 
 if TYPE_CHECKING:  # imported where used, so `branchloans --help` starts fast
+    import uvicorn
+
     from branchloans.db import Database
 
 T = TypeVar("T")
@@ -33,6 +35,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.reload and settings.app_env is AppEnv.PRODUCTION:
         print("--reload is a development tool; refused when APP_ENV=production", file=sys.stderr)
         return 2
+    metrics_port = settings.metrics_port if settings.metrics_enabled else None
+    if metrics_port == args.port:
+        print(f"METRICS_PORT={metrics_port} is the API's own --port; pick another", file=sys.stderr)
+        return 2
     configure_logging(settings)
     metrics_dir, made_here = None, False
     if settings.metrics_enabled:
@@ -41,8 +47,6 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_dir, made_here = multiprocess.prepare_directory()
 
     import uvicorn
-
-    from branchloans.shutdown import ClosingMultiprocess
 
     options: dict[str, Any] = {
         "app": "branchloans.app:create_app",
@@ -66,15 +70,41 @@ def _serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_seconds),
     }
+    status = 0
     try:
-        if args.workers > 1 and not args.reload:
-            config = uvicorn.Config(**options)
-            ClosingMultiprocess(config, sockets=[config.bind_socket()]).run()
-        else:
+        if metrics_port is None and (args.reload or args.workers == 1):
             uvicorn.run(**options)
+        else:
+            status = _serve_sockets(uvicorn.Config(**options), metrics_port)
     finally:
         if made_here and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
+
+
+def _serve_sockets(config: "uvicorn.Config", metrics_port: int | None) -> int:
+    """Serve on the API's port and, when set, METRICS_PORT: the same workers accept on both
+    (so the multiprocess collector sums them all, whichever answers the scrape), and the app
+    tells the two apart by the local port (MetricsPortGate)."""
+    import uvicorn
+    from uvicorn.supervisors import ChangeReload
+
+    from branchloans.shutdown import ClosingMultiprocess
+
+    sockets = [config.bind_socket()]
+    if metrics_port is not None:
+        # log_config=None: uvicorn's own would replace the service's log configuration.
+        listener = uvicorn.Config(config.app, host=config.host, port=metrics_port, log_config=None)
+        sockets.append(listener.bind_socket())
+    server = uvicorn.Server(config)
+    if config.should_reload:
+        ChangeReload(config, target=server.run, sockets=sockets).run()
+    elif config.workers > 1:
+        ClosingMultiprocess(config, sockets=sockets).run()
+    else:
+        server.run(sockets=sockets)
+        if not server.started:
+            return 3  # uvicorn's own exit status when the application fails to start
     return 0
 
 
@@ -83,29 +113,36 @@ def _migrate(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     app_url = settings.database_url.encoded_string()
-    owner_url = (settings.migration_database_url or settings.database_url).encoded_string()
-    # The owner's URL, aimed at the API's database: the owner creates and migrates it.
-    owner_url = (
-        make_url(owner_url)
-        .set(database=settings.database_name)
-        .render_as_string(hide_password=False)
-    )
+    owner_url = settings.owner_database_url
     if asyncio.run(create_database_if_missing(owner_url)):
         print(f"created database {settings.database_name}")
     upgrade_to_head(owner_url)
     print(f"database {settings.database_name} is at the newest revision")
     if asyncio.run(grant_app_role(owner_url, app_url)):
-        print(f"role {make_url(app_url).username} may read and write rows only")
+        print(f"role {make_url(app_url).username} may read and write the service's rows only")
     return 0
 
 
-async def _with_database(work: "Callable[[Database], Awaitable[T]]") -> T:
-    """Run `work` with the database DATABASE_URL names, then close its connections."""
+class _RoleRefusedError(Exception):
+    """The database refused the connected role what the command asked."""
+
+
+async def _with_database(work: "Callable[[Database], Awaitable[T]]", *, owner: bool = False) -> T:
+    """Run `work` with the database DATABASE_URL names, then close its connections; as the
+    owner (MIGRATION_DATABASE_URL) when told, for what the API's own role may not do."""
+    import asyncpg
+
     from branchloans.db import Database
 
-    database = await Database.open(get_settings())
+    settings = get_settings()
+    if owner:
+        owner_url = PostgresDsn(settings.owner_database_url)
+        settings = settings.model_copy(update={"database_url": owner_url})
+    database = await Database.open(settings)
     try:
         return await work(database)
+    except asyncpg.InsufficientPrivilegeError as error:
+        raise _RoleRefusedError(str(error)) from error
     finally:
         await database.close()
 
@@ -160,7 +197,9 @@ def _api_keys_create(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
-        key = asyncio.run(_with_database(lambda s: create_api_key(s, args.name, scopes)))
+        key = asyncio.run(
+            _with_database(lambda s: create_api_key(s, args.name, scopes), owner=True)
+        )
     except ApiKeyExistsError:
         print(f"an API key named {args.name!r} exists already", file=sys.stderr)
         return 1
@@ -176,7 +215,7 @@ def _api_keys_create(args: argparse.Namespace) -> int:
 def _api_keys_list(args: argparse.Namespace) -> int:
     from branchloans.auth.service import KEY_PREFIX, list_api_keys
 
-    for key in asyncio.run(_with_database(list_api_keys)):
+    for key in asyncio.run(_with_database(list_api_keys, owner=True)):
         state = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
         print(
             f"{key.name}\t{KEY_PREFIX}{key.id}_...\t{','.join(key.scopes)}\t"
@@ -188,7 +227,7 @@ def _api_keys_list(args: argparse.Namespace) -> int:
 def _api_keys_revoke(args: argparse.Namespace) -> int:
     from branchloans.auth.service import revoke_api_key
 
-    if not asyncio.run(_with_database(lambda s: revoke_api_key(s, args.name))):
+    if not asyncio.run(_with_database(lambda s: revoke_api_key(s, args.name), owner=True)):
         print(f"no active API key is named {args.name!r}", file=sys.stderr)
         return 1
     print(f"revoked API key {args.name!r}")
@@ -318,6 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except ValidationError as error:  # the settings, read from the environment
         print(_explain(error), file=sys.stderr)
+        return 2
+    except _RoleRefusedError as error:
+        print(
+            f"the database refused: {error}. Keys are managed as the database's owner: "
+            "set MIGRATION_DATABASE_URL to the owner's connection",
+            file=sys.stderr,
+        )
         return 2
 
 

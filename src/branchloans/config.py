@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 from pydantic import Field, PostgresDsn, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy import make_url
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
 
@@ -43,6 +44,35 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "console"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Production's bounds. 16 characters of a generated password are ~95 bits (the docs generate
+# 48); five minutes is the longest a revoked key may keep working.
+MIN_PRODUCTION_PASSWORD_LENGTH = 16
+MAX_PRODUCTION_KEY_CACHE_SECONDS = 300
+# Proxies are our own machines: anywhere in private address space, or a public subnet.
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # carrier-grade NAT, used by some clusters' pod networks
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    )
+)
+_WIDEST_PUBLIC_PREFIX = {4: 24, 6: 64}
+
+
+def _too_wide_to_trust(network: IPNetwork) -> bool:
+    private = any(
+        network.version == known.version and network.subnet_of(known)  # type: ignore[arg-type]
+        for known in _PRIVATE_NETWORKS
+    )
+    return not private and network.prefixlen < _WIDEST_PUBLIC_PREFIX[network.version]
+
 
 class Settings(BaseSettings):
     """Every knob of the service, each one an environment variable of the same name."""
@@ -59,7 +89,7 @@ class Settings(BaseSettings):
         tuple[IPNetwork, ...],
         NoDecode,
         Field(description="peers whose X-Forwarded-For names the client; comma-separated"),
-    ] = (ipaddress.IPv4Network("127.0.0.1/32"),)
+    ] = ()
 
     db_pool_size: Annotated[int, Field(ge=1, le=100)] = 10
     db_max_overflow: Annotated[int, Field(ge=0, le=100)] = 5
@@ -116,6 +146,15 @@ class Settings(BaseSettings):
     ] = 20.0
 
     metrics_enabled: bool = True
+    metrics_port: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=65535,
+            description="serve /metrics on this port only; unset: on the API's port in "
+            "development, nowhere elsewhere",
+        ),
+    ] = None
     metrics_cache_seconds: Annotated[
         float, Field(ge=0, description="seconds a scrape reuses the database figures")
     ] = 5.0
@@ -209,7 +248,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_default_password_in_production(self) -> Self:
+    def _refuse_weak_settings_in_production(self) -> Self:
         if self.app_env is not AppEnv.PRODUCTION:
             return self
         urls = {
@@ -227,7 +266,35 @@ class Settings(BaseSettings):
                     f"APP_ENV=production refuses a default or example database password; "
                     f"set a generated one in {name}"
                 )
+            if len(password) < MIN_PRODUCTION_PASSWORD_LENGTH:
+                raise ValueError(
+                    f"APP_ENV=production refuses a database password shorter than "
+                    f"{MIN_PRODUCTION_PASSWORD_LENGTH} characters in {name}; generate one "
+                    "(openssl rand -hex 24)"
+                )
+        if any("*" in origin for origin in self.cors_allowed_origins):
+            raise ValueError(
+                "APP_ENV=production refuses a wildcard in CORS_ALLOWED_ORIGINS; list the origins"
+            )
+        for network in self.trusted_proxies:
+            if _too_wide_to_trust(network):
+                raise ValueError(
+                    f"APP_ENV=production refuses TRUSTED_PROXIES={network}: it would let "
+                    "anyone there name the client; list the proxies (a public network no "
+                    f"wider than /{_WIDEST_PUBLIC_PREFIX[network.version]})"
+                )
+        if self.api_key_cache_seconds > MAX_PRODUCTION_KEY_CACHE_SECONDS:
+            raise ValueError(
+                f"APP_ENV=production refuses API_KEY_CACHE_SECONDS above "
+                f"{MAX_PRODUCTION_KEY_CACHE_SECONDS}: a revoked key would work that long"
+            )
         return self
+
+    @property
+    def metrics_on_api_port(self) -> bool:
+        """Whether the API's own port answers /metrics: only in development without a
+        METRICS_PORT, since the metrics show what `/api/stats` guards with a scope."""
+        return self.metrics_port is None and self.app_env is AppEnv.DEVELOPMENT
 
     @property
     def resolved_log_format(self) -> LogFormat:
@@ -241,6 +308,13 @@ class Settings(BaseSettings):
         """The database the service works in, taken from DATABASE_URL."""
         assert self.database_url.path is not None
         return self.database_url.path.lstrip("/")
+
+    @property
+    def owner_database_url(self) -> str:
+        """The owner's connection (MIGRATION_DATABASE_URL, else DATABASE_URL), aimed at the
+        service's database: migrations and key management run as the owner."""
+        url = (self.migration_database_url or self.database_url).encoded_string()
+        return make_url(url).set(database=self.database_name).render_as_string(hide_password=False)
 
 
 @lru_cache

@@ -295,6 +295,13 @@ class Database(Queries):
         """One round trip to Postgres; raises when it cannot be made."""
         await self.fetch(_PING)
 
+    async def role(self) -> tuple[str, bool]:
+        """The role the pool connects as, and whether it is a superuser (both reported by
+        Postgres when a connection starts: no query)."""
+        async with self.connection() as connection:
+            reported = connection.get_settings()
+            return reported.session_authorization, reported.is_superuser == "on"
+
     def pool_state(self) -> tuple[int, int]:
         """(connections open, connections in use) of this worker's pool."""
         size = self.pool.get_size()

@@ -79,12 +79,25 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# Granted nothing else by `grant_app_role`, because the service never does it: rewrite the
+# migration history, mint, change or revoke a key (the owner's CLI does), rewrite a loan's
+# history or payments, or delete a loan (its events and payments would go with it).
+APP_ROLE_REFUSED = {
+    "alembic_version": "INSERT, UPDATE, DELETE",
+    "api_keys": "INSERT, UPDATE, DELETE",
+    "loan_events": "UPDATE, DELETE",
+    "repayments": "UPDATE, DELETE",
+    "loans": "DELETE",
+}
+
+
 async def grant_app_role(owner_url: str, app_url: str) -> bool:
-    """Give the API's role (DATABASE_URL's user) rows to read and write, and nothing more.
+    """Give the API's role (DATABASE_URL's user) the rows it works with, and nothing more.
 
     Run as the owner after migrating. Creates the role when missing, keeps its password in
-    step with DATABASE_URL, and grants row privileges only: the API's role can neither
-    change the schema nor the migration history. False when both URLs name the same user.
+    step with DATABASE_URL, and grants row privileges only, less `APP_ROLE_REFUSED`: the
+    API's role can neither change the schema, the migration history, the keys nor the loans'
+    histories. False when both URLs name the same user.
     """
     owner, app = make_url(owner_url), make_url(app_url)
     if not app.username or app.username == owner.username:
@@ -105,7 +118,10 @@ async def grant_app_role(owner_url: str, app_url: str) -> bool:
                 f"GRANT USAGE ON SCHEMA public TO {role}",
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
-                f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
+                *(
+                    f"REVOKE {privileges} ON {table} FROM {role}"
+                    for table, privileges in APP_ROLE_REFUSED.items()
+                ),
             ):
                 await connection.execute(statement)
     finally:

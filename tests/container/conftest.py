@@ -183,14 +183,22 @@ def api(
         remove_container(name)
 
 
-def create_api_key(container: str, name: str) -> str:
-    """A key made by `branchloans api-keys create` inside the running `container`."""
+def create_api_key(stack: Stack, name: str) -> str:
+    """A key made by `branchloans api-keys create` in a one-off container of the migrate
+    service: keys are managed as the owner, whose password the api container never holds."""
     scopes = "loans:read,loans:write,loans:manage"
-    output = podman("exec", container, "branchloans", "api-keys", "create", "--name", name,
-                    "--scopes", scopes)  # fmt: skip
-    return output.strip()
+    service = stack.services()["migrate"] | {
+        "command": [f"branchloans api-keys create --name {name} --scopes {scopes}"]
+    }
+    container = f"branchloans-test-{stack.run_id}-keys-{name}"
+    try:
+        result = run_service(container, service, stack.volumes)
+    finally:
+        remove_container(container)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 @pytest.fixture(scope="session")
-def api_key(api: RunningApi) -> str:
-    return create_api_key(api.name, "container-test")
+def api_key(stack: Stack, api: RunningApi) -> str:
+    return create_api_key(stack, "container-test")

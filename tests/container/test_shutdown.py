@@ -29,7 +29,7 @@ def test_stop_answers_the_request_in_flight_then_exits_0_within_the_grace_period
     stack: Stack, stopping_api: RunningApi
 ) -> None:
     grace = int(podman("inspect", "--format", "{{.Config.StopTimeout}}", stopping_api.name))
-    key = create_api_key(stopping_api.name, "container-stop-test")
+    key = create_api_key(stack, "container-stop-test")
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=stopping_api.url, headers=headers, timeout=grace) as http:
         created = http.post("/api/loans", json=LOAN)

@@ -1,8 +1,6 @@
 """Helpers for the deployment tests: env files, Compose interpolation, the nginx template."""
 
-import getpass
 import json
-import os
 import re
 import shutil
 import socket
@@ -13,11 +11,18 @@ from typing import Any
 import pytest
 import yaml
 
+# The nginx template's helpers live with the rollout drill, which renders it too.
+from ops.nginx_config import (  # noqa: F401 - re-exported for the deployment tests
+    NGINX_TEMPLATE,
+    render_template,
+    template_variables,
+    write_nginx_config,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
 ENV_DIR = REPO / "envs"
 ENVIRONMENTS = ("dev", "staging", "prod")
-NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "default.conf.template"
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
 POSTGRES_EXPORTER_DIR = REPO / "deploy" / "postgres-exporter"
@@ -56,7 +61,6 @@ _COMPOSE_VARIABLE = re.compile(
     r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
-_TEMPLATE_VARIABLE = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -110,19 +114,6 @@ def interpolate(node: Any, env: dict[str, str], used: set[str]) -> Any:
     return node
 
 
-def template_variables(text: str) -> set[str]:
-    """The ${NGINX_*} variables a template declares."""
-    return set(_TEMPLATE_VARIABLE.findall(text))
-
-
-def render_template(text: str, values: dict[str, str]) -> str:
-    """What the nginx image's envsubst makes of the template: ${NGINX_*} replaced, $vars kept."""
-    missing = template_variables(text) - values.keys()
-    if missing:
-        raise KeyError(f"no value for {sorted(missing)}")
-    return _TEMPLATE_VARIABLE.sub(lambda match: values[match[1]], text)
-
-
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -137,41 +128,6 @@ def require(binary: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is missing: apt-get install {package} (.ci/run installs it)")
     return path
-
-
-def write_nginx_config(prefix: Path, values: dict[str, str]) -> Path:
-    """A main nginx.conf under `prefix` that includes the rendered deploy template.
-
-    What the nginx image's own nginx.conf does around conf.d/, with the pid, logs and temp
-    files inside `prefix` so that an unprivileged, throwaway nginx can run it.
-    """
-    (prefix / "conf.d").mkdir(parents=True, exist_ok=True)
-    (prefix / "temp").mkdir(exist_ok=True)
-    site = prefix / "conf.d" / NGINX_TEMPLATE.name.removesuffix(".template")
-    site.write_text(render_template(NGINX_TEMPLATE.read_text(), values))
-    # Workers of a root master would run as nobody, which cannot enter a private temp dir.
-    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
-    main = prefix / "nginx.conf"
-    main.write_text(
-        f"""{user}
-worker_processes 2;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log notice;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 4096; }}  # as deploy/nginx/nginx.conf
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    client_body_temp_path {prefix}/temp/body;
-    proxy_temp_path {prefix}/temp/proxy;
-    fastcgi_temp_path {prefix}/temp/fastcgi;
-    uwsgi_temp_path {prefix}/temp/uwsgi;
-    scgi_temp_path {prefix}/temp/scgi;
-    include {site};
-}}
-"""
-    )
-    return main
 
 
 def api_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:

@@ -82,12 +82,15 @@ def _start(
 ) -> tuple[str, str]:
     """The API, postgres_exporter, Alertmanager and Prometheus; Prometheus's and
     Alertmanager's URLs."""
-    api_port, exporter_port, alertmanager_port, prometheus_port = (free_port() for _ in "1234")
+    api_port, metrics_port, exporter_port, alertmanager_port, prometheus_port = (
+        free_port() for _ in "12345"
+    )
     api_env = {
         **os.environ,
         "DATABASE_URL": cluster.url(DATABASE),
         "APP_ENV": "staging",
         "METRICS_CACHE_SECONDS": "0",
+        "METRICS_PORT": str(metrics_port),
         "PYTHONUNBUFFERED": "1",
     }
     processes.start(
@@ -118,7 +121,7 @@ def _start(
     )
     prometheus_config = write_prometheus_config(
         root / "prometheus",
-        {"api": f"127.0.0.1:{api_port}", "postgres": f"127.0.0.1:{exporter_port}"},
+        {"api": f"127.0.0.1:{metrics_port}", "postgres": f"127.0.0.1:{exporter_port}"},
         f"127.0.0.1:{alertmanager_port}",
     )
     processes.start(

@@ -442,7 +442,8 @@ def test_prometheus_scrapes_the_api_service_and_port(rendered: dict[str, Any]) -
     assert f"--config.file={config_dir}/prometheus.yml" in prometheus["command"]
     assert job["job_name"] == "branchloans-api"
     assert job["metrics_path"] == "/metrics"
-    assert group["targets"] == [f"api:{_api_port(rendered)}"]
+    assert group["targets"] == [f"api:{services['api']['environment']['METRICS_PORT']}"]
+    assert group["targets"] != [f"api:{_api_port(rendered)}"]
     assert _networks(prometheus) & _networks(services["api"])
 
 

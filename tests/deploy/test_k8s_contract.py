@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from branchloans.app import create_app
 from branchloans.cli import build_parser
 from branchloans.config import Settings
 from branchloans.observability import tracing
@@ -21,13 +23,13 @@ from tests.deploy.kube import (
     selects,
     workloads,
 )
-from tests.support import make_settings
+from tests.support import make_settings, started_client
 
 Manifests = tuple[dict[str, Any], ...]
 INTERNAL_PATHS = ("/metrics", "/liveness", "/readiness")
 # The shape of the URL the `branch-loans-db` Secret holds (see README).
 SECRET_DATABASE_URL = (
-    "postgresql+asyncpg://branchloans:generated@branch-loans-db-rw:5432/microloans"
+    "postgresql+asyncpg://branchloans:generated-by-cloudnativepg@branch-loans-db-rw:5432/microloans"
 )
 
 
@@ -112,13 +114,15 @@ def test_service_reaches_the_container_port_by_name(overlay: str) -> None:
     manifests = render(f"overlays/{overlay}")
     service = one(manifests, "Service", "branch-loans-api")
     deployment = one(manifests, "Deployment")
-    (port,) = service["spec"]["ports"]
+    ports = {port["name"]: port["targetPort"] for port in service["spec"]["ports"]}
+    config = config_map_data(manifests, deployment)
 
     assert selects(
         {"matchLabels": service["spec"]["selector"]},
         deployment["spec"]["template"]["metadata"]["labels"],
     )
-    assert _container_port(_api(manifests), port["targetPort"]) == 8000
+    assert _container_port(_api(manifests), ports["http"]) == 8000
+    assert _container_port(_api(manifests), ports["metrics"]) == int(config["METRICS_PORT"])
 
 
 # --- environment variables -------------------------------------------------------------------
@@ -238,11 +242,16 @@ def test_service_monitor_scrapes_the_services_http_port(overlay: str) -> None:
     assert endpoint["path"] == "/metrics"
 
 
-async def test_app_serves_the_path_the_service_monitor_scrapes(
-    client: httpx.AsyncClient,
+async def test_app_serves_the_path_the_service_monitor_scrapes_on_its_port(
+    settings: Settings, connection: AsyncConnection
 ) -> None:
-    (endpoint,) = one(render("overlays/prod"), "ServiceMonitor")["spec"]["endpoints"]
+    manifests = render("overlays/prod")
+    (endpoint,) = one(manifests, "ServiceMonitor")["spec"]["endpoints"]
+    port = int(config_map_data(manifests, one(manifests, "Deployment"))["METRICS_PORT"])
+    app = create_app(settings.model_copy(update={"metrics_port": port}))
 
-    response = await client.get(endpoint["path"])
+    async with started_client(app, connection) as http:
+        scraped = await http.get(f"http://testserver:{port}{endpoint['path']}")
+        on_api_port = await http.get(endpoint["path"])
 
-    assert response.status_code == 200
+    assert (scraped.status_code, on_api_port.status_code) == (200, 404)

@@ -43,7 +43,7 @@ def _policies(overlay: str) -> list[dict[str, Any]]:
 
 ALLOWED = [
     ("ingress controller", "api", 8000, "TCP"),
-    ("prometheus", "api", 8000, "TCP"),
+    ("prometheus", "api", 9102, "TCP"),
     ("api", "postgres", 5432, "TCP"),
     ("migrate", "postgres", 5432, "TCP"),
     ("api", "dns", 53, "UDP"),
@@ -57,6 +57,9 @@ ALLOWED = [
 
 DENIED = [
     ("neighbour", "api", 8000, "TCP"),
+    ("neighbour", "api", 9102, "TCP"),
+    ("ingress controller", "api", 9102, "TCP"),
+    ("prometheus", "api", 8000, "TCP"),
     ("stranger", "api", 8000, "TCP"),
     ("internet", "api", 8000, "TCP"),
     ("ingress controller", "migrate", 8000, "TCP"),

@@ -57,6 +57,7 @@ class Stack:
 
     api: str
     api_key: str
+    metrics: str
     https_port: int
     http_port: int
     prometheus: str
@@ -90,7 +91,9 @@ class Stack:
         )
 
 
-def _start_api(processes: Processes, database_url: str, port: int) -> tuple[str, str]:
+def _start_api(
+    processes: Processes, database_url: str, port: int, metrics_port: int
+) -> tuple[str, str]:
     """The API as staging runs it, its demo loans seeded; its URL and an API key for it."""
     env = {
         **os.environ,
@@ -98,6 +101,7 @@ def _start_api(processes: Processes, database_url: str, port: int) -> tuple[str,
         "APP_ENV": "staging",
         "LOG_LEVEL": "INFO",
         "TRUSTED_PROXIES": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
         # As in the image: each log line is written when it is logged.
         "PYTHONUNBUFFERED": "1",
     }
@@ -152,13 +156,13 @@ def _start_nginx(processes: Processes, root: Path, api_port: int, certs: Path) -
     return http_port, https_port
 
 
-def _start_prometheus(processes: Processes, root: Path, api_port: int) -> str:
+def _start_prometheus(processes: Processes, root: Path, metrics_port: int) -> str:
     prometheus = require("prometheus", "prometheus")
     config_dir = root / "prometheus"
-    # deploy/prometheus as it is, but for the target: the API's loopback port, not api:8000.
+    # deploy/prometheus as it is, but for the target: the API's loopback metrics port.
     shutil.copytree(PROMETHEUS_DIR, config_dir)
     (config_dir / "targets" / "api.yml").write_text(
-        yaml.safe_dump([{"targets": [f"127.0.0.1:{api_port}"]}])
+        yaml.safe_dump([{"targets": [f"127.0.0.1:{metrics_port}"]}])
     )
     port = free_port()
     processes.start(
@@ -186,11 +190,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         upgrade_to_head(database_url)
         certs = ensure_certificates(root / "certs").paths
-        api_port = free_port()
-        api, key = _start_api(processes, database_url, api_port)
+        api_port, metrics_port = free_port(), free_port()
+        api, key = _start_api(processes, database_url, api_port, metrics_port)
         http_port, https_port = _start_nginx(processes, root, api_port, certs.directory)
-        prometheus = _start_prometheus(processes, root, api_port)
-        built = Stack(api, key, https_port, http_port, prometheus, certs.ca_cert, logs)
+        prometheus = _start_prometheus(processes, root, metrics_port)
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        built = Stack(api, key, metrics, https_port, http_port, prometheus, certs.ca_cert, logs)
         wait_for(
             "the API",
             lambda: httpx.get(f"{api}/readiness").status_code == 200,
@@ -380,7 +385,8 @@ def test_metrics_cannot_be_reached_through_nginx(stack: Stack, path: str) -> Non
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == 404  # valid JSON, whatever the path holds
-    assert httpx.get(f"{stack.api}/metrics").status_code == 200
+    assert httpx.get(stack.metrics).status_code == 200
+    assert httpx.get(f"{stack.api}/metrics").status_code == 404
 
 
 def test_nginxs_own_answers_carry_the_request_id_and_instance(stack: Stack) -> None:

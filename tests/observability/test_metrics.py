@@ -4,13 +4,14 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from branchloans.app import create_app
-from branchloans.config import Settings
+from branchloans.config import AppEnv, Settings
 from branchloans.state import app_state
-from tests.support import Samples, parse_metrics, sample, started_client
+from tests.support import Samples, json_lines, parse_metrics, sample, started_client
 
 
 async def scrape(client: httpx.AsyncClient) -> Samples:
@@ -134,6 +135,50 @@ async def test_disabled_metrics_leave_no_endpoint(
 
     assert served.status_code == 200
     assert metrics.status_code == 404
+
+
+async def test_metrics_port_alone_answers_metrics(
+    settings: Settings, connection: AsyncConnection
+) -> None:
+    app = create_app(settings.model_copy(update={"metrics_port": 9102}))
+
+    async with started_client(app, connection) as http:
+        on_api_port = await http.get("/metrics")
+        on_metrics_port = await http.get("http://testserver:9102/metrics")
+        api_on_metrics_port = await http.get("http://testserver:9102/liveness")
+        api = await http.get("/liveness")
+
+    assert on_api_port.status_code == 404
+    assert on_api_port.json()["detail"] == "No resource at /metrics."
+    assert on_metrics_port.status_code == 200
+    assert "# TYPE http_requests_total counter" in on_metrics_port.text
+    assert (api_on_metrics_port.status_code, api.status_code) == (404, 200)
+
+
+async def test_outside_development_the_api_port_never_answers_metrics(
+    settings: Settings, connection: AsyncConnection
+) -> None:
+    app = create_app(settings.model_copy(update={"app_env": AppEnv.STAGING}))
+
+    async with started_client(app, connection) as http:
+        metrics = await http.get("/metrics")
+
+    assert metrics.status_code == 404
+
+
+async def test_metrics_served_nowhere_are_warned_about_at_startup(
+    json_settings: Settings, connection: AsyncConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(json_settings.model_copy(update={"app_env": AppEnv.STAGING}))
+
+    async with started_client(app, connection):
+        pass
+
+    lines = json_lines(capsys.readouterr().out)
+    assert {
+        "level": "WARNING",
+        "message": "metrics are counted but served nowhere: set METRICS_PORT",
+    }.items() <= next(line for line in lines if "METRICS_PORT" in line["message"]).items()
 
 
 async def test_pool_connections_show_size_and_checked_out(

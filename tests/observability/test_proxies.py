@@ -15,6 +15,12 @@ PROXY = ("127.0.0.1", 40000)
 STRANGER = ("203.0.113.9", 40000)
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The run's settings with the proxy on loopback trusted, as `make https` runs it."""
+    return settings.model_copy(update={"trusted_proxies": (ipaddress.ip_network(PROXY[0]),)})
+
+
 def whoami_app(settings: Settings) -> FastAPI:
     app = create_app(settings)
 
@@ -99,12 +105,14 @@ def test_trusted_proxies_are_read_comma_separated(monkeypatch: pytest.MonkeyPatc
     ]
 
 
-def test_only_localhost_is_trusted_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_proxy_is_trusted_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRUSTED_PROXIES", raising=False)
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
 
-    assert [str(network) for network in settings.trusted_proxies] == ["127.0.0.1/32"]
+    # Not even loopback: any local process could otherwise name the client in the logs.
+    assert settings.trusted_proxies == ()
+    assert TrustedProxies(settings.trusted_proxies).client("127.0.0.1", "1.2.3.4") == "127.0.0.1"
 
 
 def test_an_empty_list_trusts_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:

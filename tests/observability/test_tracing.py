@@ -17,7 +17,7 @@ from branchloans.auth.models import Scope
 from branchloans.migrate import asyncpg_dsn
 from branchloans.observability import tracing
 from tests.loans.test_router import VALID_LOAN
-from tests.support import SERVER_URL, create_key, make_settings, serving
+from tests.support import EMPTY_TABLES, SERVER_URL, create_key, make_settings, serving
 
 REMOTE_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 REMOTE_PARENT_ID = "00f067aa0ba902b7"
@@ -52,7 +52,7 @@ async def traced(
     finally:
         connection = await asyncpg.connect(asyncpg_dsn(committed_database_url))
         try:
-            await connection.execute("TRUNCATE loans, idempotency_keys, api_keys CASCADE")
+            await connection.execute(EMPTY_TABLES)
         finally:
             await connection.close()
 

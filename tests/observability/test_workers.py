@@ -107,8 +107,10 @@ def test_two_workers_count_every_request_exactly_once(
         "DB_POOL_SIZE": str(POOL_SIZE),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
+    env["METRICS_PORT"] = str(metrics_port)
     key = asyncio.run(create_key(migrated_database_url, Scope.LOANS_WRITE))
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     with serving(["serve", "--workers", "2", "--port", str(port)], env) as server:
         server.wait_for(lambda records: startups(records) == 2, STARTUP_SECONDS)
@@ -132,7 +134,7 @@ def test_two_workers_count_every_request_exactly_once(
                 workers = {line["pid"] for line in access_lines(server.records())}
             assert len(workers) == 2, "every request went to one worker"
 
-            scrapes = [parse_metrics(http.get("/metrics").text) for _ in range(4)]
+            scrapes = [parse_metrics(http.get(metrics_url).text) for _ in range(4)]
             for _ in range(3):
                 response = http.post(
                     "/api/loans",
@@ -140,8 +142,10 @@ def test_two_workers_count_every_request_exactly_once(
                     headers={"Authorization": f"Bearer {key}"},
                 )
                 assert response.status_code == 201
-            later_scrapes = [parse_metrics(http.get("/metrics").text) for _ in range(4)]
+            later_scrapes = [parse_metrics(http.get(metrics_url).text) for _ in range(4)]
+            on_api_port = http.get("/metrics")
 
+    assert on_api_port.status_code == 404
     liveness = {"method": "GET", "handler": "/liveness"}
     for samples in scrapes:
         assert sample(samples, "http_requests_total", **liveness, status="200") == len(sent)
@@ -176,5 +180,40 @@ def test_one_worker_serves_metrics_too(migrated_database_url: str) -> None:
 
     assert (
         sample(samples, "http_requests_total", method="GET", handler="/liveness", status="200") == 3
+    )
+    assert sample(samples, "database_up") == 1
+
+
+def test_metrics_port_answers_only_metrics_and_the_api_port_never_does(
+    migrated_database_url: str,
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "APP_ENV": "staging",
+        "LOG_FORMAT": "json",
+        "METRICS_PORT": str(metrics_port := free_port()),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+
+    with serving(["serve", "--port", str(port)], env) as server:
+        server.wait_for(lambda records: startups(records) == 1, STARTUP_SECONDS)
+        with httpx.Client(timeout=10) as http:
+            api = f"http://127.0.0.1:{port}"
+            metrics = f"http://127.0.0.1:{metrics_port}"
+            statuses = [
+                http.get(f"{api}/liveness").status_code,
+                http.get(f"{api}/metrics").status_code,
+                http.get(f"{metrics}/liveness").status_code,
+                http.get(f"{metrics}/api/loans").status_code,
+            ]
+            scrape = http.get(f"{metrics}/metrics")
+
+    assert statuses == [200, 404, 404, 404]
+    assert scrape.status_code == 200
+    samples = parse_metrics(scrape.text)
+    assert (
+        sample(samples, "http_requests_total", method="GET", handler="/liveness", status="200") == 1
     )
     assert sample(samples, "database_up") == 1

@@ -23,7 +23,6 @@ from branchloans.loans.schedule import UnpayableAmountError, build_schedule
 from branchloans.loans.schemas import (
     LoanCreate,
     LoanEventRead,
-    LoanSchedule,
     RepaymentSchedule,
 )
 from branchloans.observability import tracing
@@ -210,17 +209,6 @@ def schedule_start(loan: LoanRow) -> date:
     """The day (UTC) a loan's instalments are counted from: its disbursement, else its creation."""
     start: datetime = loan["disbursed_at"] or loan["created_at"]
     return start.astimezone(UTC).date()
-
-
-async def get_schedule(queries: Queries, loan_id: uuid.UUID) -> LoanSchedule:
-    """The repayment schedule of the loan with this id.
-
-    `LoanNotFoundError` when there is no such loan; `ScheduleUnavailableError` when it has no
-    term or no rate (the problem's `missing` lists which), or an amount its currency cannot pay
-    exactly.
-    """
-    loan = (await read_loan(queries, loan_id)).loan
-    return LoanSchedule(loan_id=loan_id, **dict(schedule_of(loan)))
 
 
 def schedule_of(loan: LoanRow) -> RepaymentSchedule:
