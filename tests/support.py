@@ -1,7 +1,6 @@
 """Helpers the tests share that are not fixtures."""
 
 import asyncio
-import dataclasses
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ from typing import IO, Any
 
 import asyncpg
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,7 +33,7 @@ from branchloans.migrate import (
     drop_database,
     upgrade_to_head,
 )
-from branchloans.state import app_state
+from branchloans.state import app_state, get_database
 
 SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -124,29 +123,25 @@ class DatabaseInTransaction(Database):
 
 def in_transaction(app: FastAPI, connection: AsyncConnection) -> DatabaseInTransaction:
     """The started `app`'s database, working inside the transaction of `connection`."""
-    database = app_state(app).database
-    if isinstance(database, DatabaseInTransaction):  # a client in the transaction put it there
-        return database
-    return DatabaseInTransaction(**vars(database), test_connection=connection)
+    return DatabaseInTransaction(**vars(app_state(app).database), test_connection=connection)
 
 
 @asynccontextmanager
 async def client_in_transaction(
     app: FastAPI, connection: AsyncConnection, **transport_options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for `app` whose every request works inside the transaction of `connection`.
+    """A client for `app` whose every request works inside the transaction of `connection`."""
 
-    The app's state carries the test's database meanwhile, so everything that serves a
-    request (dependencies, and the authentication that runs before them) works in it.
-    """
-    state = app_state(app)
-    app.state.branchloans = dataclasses.replace(state, database=in_transaction(app, connection))
+    async def database_in_test_transaction(request: Request) -> Database:
+        return in_transaction(request.app, connection)
+
+    app.dependency_overrides[get_database] = database_in_test_transaction
     transport = httpx.ASGITransport(app=app, **transport_options)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
     finally:
-        app.state.branchloans = state
+        app.dependency_overrides.pop(get_database, None)
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ from branchloans.auth.service import ANONYMOUS, KeyCache, Principal, authenticat
 from branchloans.observability import tracing
 from branchloans.problems import ProblemError
 from branchloans.routing import DecimalJSONRoute
-from branchloans.state import AppState, app_state
+from branchloans.state import AppState, app_state, get_database
 
 _REALM = 'Bearer realm="branchloans"'
 
@@ -66,14 +66,17 @@ def key_quotas(state: AppState) -> KeyQuotas:
     return KeyQuotas(state.settings)
 
 
-async def _caller(state: AppState, authorization: str | None) -> Principal:
+async def _caller(request: Request, state: AppState) -> Principal:
     """The caller, from `Authorization: Bearer <key>`; anonymous only while auth is off."""
-    scheme, key = get_authorization_scheme_param(authorization)
+    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
     if scheme.lower() != "bearer" or not key:
         if not state.settings.requires_auth:
             return ANONYMOUS
         raise UnauthenticatedError("Send an API key: Authorization: Bearer <key>.", _REALM)
-    principal = await authenticate_key(state.database, key_cache(state), key)
+    # Before FastAPI resolves any dependency, so the database is asked for as one would be,
+    # through the app's dependency overrides (a test's transaction takes its place there).
+    database_of = request.app.dependency_overrides.get(get_database, get_database)
+    principal = await authenticate_key(await database_of(request), key_cache(state), key)
     if principal is None:
         raise UnauthenticatedError(
             "The API key is unknown or revoked.", f'{_REALM}, error="invalid_token"'
@@ -92,7 +95,7 @@ class AuthenticatedRoute(DecimalJSONRoute):
 
         async def authenticated_handler(request: Request) -> Response:
             state = app_state(request.app)
-            principal = await _caller(state, request.headers.get("authorization"))
+            principal = await _caller(request, state)
             request.state.principal = principal
             if principal.name is None:  # anonymous, with auth off: no key to limit
                 return await handler(request)
