@@ -28,9 +28,6 @@ def _serve(args: argparse.Namespace) -> int:
     from branchloans.observability import multiprocess
     from branchloans.observability.logs import configure_logging
 
-    # The workers (spawned, or this process) read it to take their share of the per-key limits.
-    os.environ["SERVE_WORKERS"] = str(1 if args.reload else args.workers)
-    get_settings.cache_clear()
     settings = get_settings()
     if args.reload and settings.app_env is AppEnv.PRODUCTION:
         print("--reload is a development tool; refused when APP_ENV=production", file=sys.stderr)
@@ -48,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    if args.workers > 1 and not args.reload:
+        # Spawned workers inherit it, and each takes its share of the per-key limits.
+        os.environ["SERVE_WORKERS"] = str(args.workers)
     options: dict[str, Any] = {
         "app": "branchloans.app:create_app",
         "factory": True,

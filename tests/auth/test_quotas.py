@@ -7,11 +7,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from fastapi import APIRouter, Depends, FastAPI
 
 from branchloans.auth.dependencies import AuthenticatedRoute, requires
 from branchloans.auth.models import Scope
+from branchloans.auth.quotas import KeyQuotas, TooManyRequestsError
 from branchloans.auth.service import KeyCache, authenticate_key
+from branchloans.config import Settings
 from branchloans.db import Statement
 from tests.support import (
     DatabaseInTransaction,
@@ -166,3 +169,27 @@ async def test_a_made_up_key_with_a_malformed_body_is_401_not_400(
 
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+def test_each_worker_enforces_its_share_of_the_instances_rate() -> None:
+    quotas = KeyQuotas(
+        Settings(_env_file=None, key_rate_limit=4, serve_workers=2, key_concurrency_limit=0)  # type: ignore[call-arg]
+    )
+    quotas.admit("app")
+    quotas.admit("app")
+
+    with pytest.raises(TooManyRequestsError):
+        quotas.admit("app")
+
+
+def test_each_worker_enforces_its_share_of_the_requests_in_flight() -> None:
+    quotas = KeyQuotas(
+        Settings(_env_file=None, key_rate_limit=0, serve_workers=2, key_concurrency_limit=4)  # type: ignore[call-arg]
+    )
+    quotas.admit("app")
+    quotas.admit("app")
+
+    with pytest.raises(TooManyRequestsError):
+        quotas.admit("app")
+    quotas.release("app")
+    quotas.admit("app")  # a place came free
