@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 from bench.processes import Bench, Result, command, free_port, log, start, stop, wrk
 
+from branchloans.config import DEVELOPMENT_CURSOR_KEY
 from branchloans.db import Statement
-from branchloans.loans.cursor import Position, decode_cursor, encode_cursor
+from branchloans.loans.cursor import CursorCodec, Position
 from branchloans.loans.listing import (
     PAR_DAYS,
     LoanFilter,
@@ -82,8 +83,18 @@ class Targets:
 
     loans: int
     ids: list[str]
-    deep_cursor: str
-    deep_status_cursor: str
+    deep: Position | None
+    deep_repaid: Position | None
+
+
+def cursor(bench: Bench, position: Position | None, where: LoanFilter) -> str:
+    """The cursor the service under test would give for `position`: signed with its
+    CURSOR_SIGNING_KEYS (the development key unless --env sets them)."""
+    if position is None:
+        return ""
+    keys = bench.env().get("CURSOR_SIGNING_KEYS") or DEVELOPMENT_CURSOR_KEY
+    codec = CursorCodec([key.strip().encode() for key in keys.split(",") if key.strip()])
+    return codec.encode(position, where.canonical())
 
 
 async def targets(bench: Bench) -> Targets:
@@ -94,7 +105,7 @@ async def targets(bench: Bench) -> Targets:
         ids = await connection.fetch(
             "SELECT id::text FROM loans ORDER BY random() LIMIT $1", GET_ID_SAMPLE
         )
-        cursors = []
+        cursors: list[Position | None] = []
         for condition in ("TRUE", "status = 'repaid'"):
             matching = await connection.fetchval(f"SELECT count(*) FROM loans WHERE {condition}")
             row = await connection.fetchrow(
@@ -102,7 +113,7 @@ async def targets(bench: Bench) -> Targets:
                 " ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1",
                 max(0, min(matching - 2, matching * 9 // 10)),
             )
-            cursors.append(encode_cursor(Position(row["created_at"], row["id"])) if row else "")
+            cursors.append(Position(row["created_at"], row["id"]) if row else None)
     finally:
         await connection.close()
     return Targets(loans, [row[0] for row in ids], *cursors)
@@ -197,9 +208,10 @@ def run_stage(bench: Bench, stage: str, *, price_totals: bool) -> None:
     reads = {
         "stats": "/api/stats",
         "list, first page": "/api/loans",
-        "list, deep page": f"/api/loans?cursor={found.deep_cursor}",
+        "list, deep page": f"/api/loans?cursor={cursor(bench, found.deep, LoanFilter())}",
         "list, status=repaid, deep page": (
-            f"/api/loans?status=repaid&cursor={found.deep_status_cursor}"
+            "/api/loans?status=repaid&cursor="
+            + cursor(bench, found.deep_repaid, LoanFilter(status=LoanStatus.REPAID))
         ),
     }
     for scenario, path in reads.items():
@@ -244,8 +256,7 @@ def explain_queries(
     found: Targets, borrower: str, window: tuple[datetime, datetime]
 ) -> dict[str, tuple[str, list[Any]]]:
     """The SQL and arguments the service sends for each kind of page, by name."""
-    deep = decode_cursor(found.deep_cursor)
-    deep_repaid = decode_cursor(found.deep_status_cursor)
+    deep, deep_repaid = found.deep, found.deep_repaid
     pages = {
         "first page": (LoanFilter(), None),
         "deep page (90% down)": (LoanFilter(), deep),

@@ -4,7 +4,7 @@ wildcard CORS origins, proxies trusted too widely, or a long key cache."""
 import pytest
 from pydantic import ValidationError
 
-from branchloans.config import AppEnv, Settings
+from branchloans.config import DEVELOPMENT_CURSOR_KEY, AppEnv, Settings
 from tests.support import make_settings
 
 SERVER = "db.internal:5432/microloans"
@@ -129,3 +129,50 @@ def test_other_environments_accept_what_production_refuses() -> None:
     )
 
     assert settings.api_key_cache_seconds == 86400
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [DEVELOPMENT_CURSOR_KEY, "x" * 31, f"{'n' * 40},{DEVELOPMENT_CURSOR_KEY}"],
+    ids=["default", "short", "default-among-others"],
+)
+def test_production_refuses_a_default_or_short_cursor_key(keys: str) -> None:
+    with pytest.raises(ValidationError, match="cursor signing key") as refused:
+        make_settings(GENERATED, app_env="production", cursor_signing_keys=keys)
+
+    assert "n" * 40 not in str(refused.value)
+
+
+def test_production_refuses_the_cursor_key_it_defaults_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", GENERATED)
+
+    with pytest.raises(ValidationError, match="CURSOR_SIGNING_KEYS"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("keys", ["", " , "])
+def test_cursor_keys_cannot_be_empty(keys: str) -> None:
+    with pytest.raises(ValidationError, match="at least one key"):
+        make_settings(GENERATED, cursor_signing_keys=keys)
+
+
+def test_cursor_keys_are_a_comma_separated_list_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", GENERATED)
+    monkeypatch.setenv("CURSOR_SIGNING_KEYS", f"{'n' * 32}, {'o' * 32}")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert [key.get_secret_value() for key in settings.cursor_signing_keys] == ["n" * 32, "o" * 32]
+    assert "n" * 32 not in repr(settings)
+
+
+def test_other_environments_sign_cursors_with_the_development_key() -> None:
+    settings = Settings(_env_file=None, app_env="staging")  # type: ignore[call-arg]
+
+    assert [key.get_secret_value() for key in settings.cursor_signing_keys] == [
+        DEVELOPMENT_CURSOR_KEY
+    ]

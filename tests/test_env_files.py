@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from branchloans.config import KNOWN_DEFAULT_PASSWORDS
+from branchloans.config import DEVELOPMENT_CURSOR_KEY, KNOWN_DEFAULT_PASSWORDS
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = re.compile(r"^(?P<key>[A-Z0-9_]*(PASSWORD|SECRET|TOKEN)[A-Z0-9_]*)=(?P<value>.*)$")
@@ -34,3 +34,14 @@ def test_production_commits_no_password_at_all() -> None:
     production = (ROOT / "envs" / "prod.env").read_text().splitlines()
 
     assert not [line for line in production if ASSIGNMENT.match(line)]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "envs").glob("*.env")), ids=_relative)
+def test_committed_cursor_keys_are_the_development_key_production_refuses(path: Path) -> None:
+    keys = [
+        line.partition("=")[2]
+        for line in path.read_text().splitlines()
+        if line.startswith("CURSOR_SIGNING_KEYS=")
+    ]
+
+    assert keys in ([], [DEVELOPMENT_CURSOR_KEY])

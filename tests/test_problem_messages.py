@@ -76,7 +76,7 @@ CASES: list[tuple[str, str, str | None, str, str]] = [
         LOANS,
         changed(amount=1.234, currency="USD"),
         "too_many_decimals",
-        "amount must have at most 2 decimals, e.g. 1500.25",
+        "amount must have at most 2 decimals in USD",
     ),
     (
         "POST",

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from branchloans.app import SuperuserRefusedError, create_app
 from branchloans.cli import main
 from branchloans.config import AppEnv, get_settings
-from tests.support import make_settings, serving, with_password
+from tests.support import TEST_CURSOR_KEY, make_settings, serving, with_password
 
 
 @pytest.mark.parametrize("path", ["/api/loans", "/api/nothing", "/health"])
@@ -91,6 +91,7 @@ def test_serve_refuses_reload_in_production(
 ) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("DATABASE_URL", with_password(database_url))
+    monkeypatch.setenv("CURSOR_SIGNING_KEYS", TEST_CURSOR_KEY)
     get_settings.cache_clear()
     try:
         assert main(["serve", "--reload"]) == 2

@@ -25,6 +25,8 @@ def _refusal(adapter: TypeAdapter[str], value: str) -> str:
         ("a\x1bb", "control characters"),
         ("a\x85b", "control characters"),
         ("a\nb", "control characters"),
+        ("a\u202eb", "bidi override"),
+        ("a\u202ab", "bidi override"),
     ],
 )
 def test_line_refuses_what_makes_no_sense_in_a_line(value: str, says: str) -> None:
@@ -50,3 +52,8 @@ def test_every_stored_string_is_bounded_even_without_a_field_bound() -> None:
 def test_free_text_keeps_tabs_and_line_breaks_but_not_nul() -> None:
     assert TEXT.validate_python("one\ttwo\r\nthree") == "one\ttwo\r\nthree"
     assert "NUL" in _refusal(TEXT, "one\x00two")
+
+
+@pytest.mark.parametrize("override", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e"])
+def test_free_text_refuses_bidi_overrides(override: str) -> None:
+    assert "bidi override" in _refusal(TEXT, f"paid {override}in full")

@@ -15,7 +15,7 @@ from branchloans.db import Database
 from branchloans.docs import install_docs
 from branchloans.health.router import router as health_router
 from branchloans.idempotency.service import purge_periodically
-from branchloans.limits import BodyLimitMiddleware
+from branchloans.limits import BodyLimitMiddleware, HeaderLimitMiddleware
 from branchloans.loans.metrics import loan_metrics
 from branchloans.loans.repayment_router import router as repayments_router
 from branchloans.loans.router import router as loans_router
@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_api_port=settings.metrics_on_api_port,
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware)
     if settings.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,

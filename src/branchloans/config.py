@@ -6,11 +6,14 @@ from functools import lru_cache
 from typing import Annotated, Literal, Self
 from urllib.parse import unquote
 
-from pydantic import Field, PostgresDsn, field_validator, model_validator
+from pydantic import Field, PostgresDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy import make_url
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/microloans"
+# Signs paging cursors outside production, which refuses it (and any short key).
+DEVELOPMENT_CURSOR_KEY = "development-only-cursor-signing-key"  # pragma: allowlist secret
+MIN_CURSOR_KEY_LENGTH = 32
 
 # Passwords found in examples and tutorials (the old stack's among them) and the throwaway ones
 # committed in envs/dev.env and envs/staging.env: all refused in production.
@@ -77,7 +80,10 @@ def _too_wide_to_trust(network: IPNetwork) -> bool:
 class Settings(BaseSettings):
     """Every knob of the service, each one an environment variable of the same name."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # Errors never quote the input: it holds passwords and signing keys.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
     database_url: PostgresDsn = PostgresDsn(DEFAULT_DATABASE_URL)
@@ -168,6 +174,12 @@ class Settings(BaseSettings):
     idempotency_lock_timeout: Annotated[
         float, Field(gt=0, description="seconds a retry waits for the first request with its key")
     ] = 5
+    idempotency_keys_per_client: Annotated[
+        int, Field(ge=1, description="new Idempotency-Keys a client may store per window")
+    ] = 1000
+    idempotency_key_window_seconds: Annotated[
+        float, Field(gt=0, description="the window IDEMPOTENCY_KEYS_PER_CLIENT counts over")
+    ] = 60
 
     auth_required: bool | None = Field(
         default=None,
@@ -183,6 +195,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="origins browsers may call the API from, comma-separated; none by default",
     )
+    cursor_signing_keys: Annotated[
+        tuple[SecretStr, ...],
+        NoDecode,
+        Field(
+            description="keys that sign paging cursors, comma-separated: the first signs, any "
+            "verifies (rotation); production needs each at least 32 characters, not the default"
+        ),
+    ] = (SecretStr(DEVELOPMENT_CURSOR_KEY),)
     migration_database_url: PostgresDsn | None = Field(
         default=None,
         description="owner connection for `branchloans migrate`; DATABASE_URL when unset",
@@ -193,6 +213,20 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cursor_signing_keys", mode="before")
+    @classmethod
+    def _split_cursor_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("cursor_signing_keys")
+    @classmethod
+    def _some_cursor_key(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if not value:
+            raise ValueError("CURSOR_SIGNING_KEYS needs at least one key")
         return value
 
     @model_validator(mode="after")
@@ -288,6 +322,20 @@ class Settings(BaseSettings):
                 f"APP_ENV=production refuses API_KEY_CACHE_SECONDS above "
                 f"{MAX_PRODUCTION_KEY_CACHE_SECONDS}: a revoked key would work that long"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_weak_cursor_keys_in_production(self) -> Self:
+        if self.app_env is not AppEnv.PRODUCTION:
+            return self
+        for key in self.cursor_signing_keys:
+            secret = key.get_secret_value()
+            if secret == DEVELOPMENT_CURSOR_KEY or len(secret) < MIN_CURSOR_KEY_LENGTH:
+                raise ValueError(
+                    "APP_ENV=production refuses the default or a short cursor signing key; set "
+                    f"CURSOR_SIGNING_KEYS to generated keys of at least {MIN_CURSOR_KEY_LENGTH} "
+                    "characters (e.g. openssl rand -hex 32)"
+                )
         return self
 
     @property

@@ -1,9 +1,17 @@
 """ISO 4217 currencies that a loan may be made in, with their minor units.
 
 Only codes in circulation are listed; precious metals, testing and "no currency" codes
-(XAU, XTS, XXX, ...) have no minor unit and are not money a borrower can owe.
+(XAU, XTS, XXX, ...) have no minor unit and are not money a borrower can owe. The funds
+codes with four decimals (CLF, the Chilean Unidad de Fomento, and UYW, Uruguay's Unidad
+Previsional) are units of account that loans are indexed in, so they are taken at their four.
+
+The one table of the service: kept by hand because no ISO 4217 library is a dependency
+(babel's and pycountry's data are bigger than the table). Migration 0010's
+`currency_minor_units()` repeats it for the database's CHECK constraints; a test holds the two
+together.
 """
 
+from decimal import Decimal
 from types import MappingProxyType
 
 _BY_MINOR_UNITS: dict[int, str] = {
@@ -30,3 +38,22 @@ MINOR_UNITS: MappingProxyType[str, int] = MappingProxyType(
 def is_currency(code: str) -> bool:
     """Whether `code` is an ISO 4217 currency in circulation."""
     return code in MINOR_UNITS
+
+
+_UNITS = {code: Decimal(1).scaleb(-units) for code, units in MINOR_UNITS.items()}
+_UNLISTED_UNIT = Decimal("0.01")
+
+
+def minor_unit(currency: str) -> Decimal:
+    """The smallest amount of `currency`: 0.01 for USD, 1 for VND, 0.001 for KWD."""
+    return _UNITS[currency]
+
+
+def in_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """`amount` written with exactly its currency's decimals (1000.125 KWD, 1000 JPY).
+
+    Exact for the amounts the database holds, which its CHECK constraints keep within the
+    minor unit; an amount stored before them (1000.00 JPY) loses only zeros. A code missing
+    from the list (written by psql, say) gets 2 decimals, as in the database.
+    """
+    return amount.quantize(_UNITS.get(currency, _UNLISTED_UNIT))

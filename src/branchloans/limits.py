@@ -1,4 +1,5 @@
-"""A request body limit that answers 413 as problem+json before the body is buffered."""
+"""Limits on what a request may send, answered as problem+json before it is read: a body
+over the size limit (413), a header over its length (431)."""
 
 from fastapi import HTTPException
 from starlette.datastructures import Headers
@@ -61,3 +62,44 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+MAX_HEADER_BYTES = 8192
+"""Bytes any one request header (name and value) may have: what nginx's default buffers take."""
+# A header name quoted in the problem is cut to this many characters.
+_QUOTED_NAME = 64
+
+
+class HeaderLimitMiddleware:
+    """Refuse a request with any header over `MAX_HEADER_BYTES` with 431 problem+json naming
+    it, before anything is parsed or looked up (an API key, an ETag, a request id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on unless one of its headers is too long."""
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if len(name) + len(value) > MAX_HEADER_BYTES:
+                    response = _too_long(scope["path"], name.decode("latin-1")[:_QUOTED_NAME])
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _too_long(path: str, name: str) -> ProblemResponse:
+    body = problem_body(
+        path,
+        431,
+        detail=f"The {name} header is longer than the {MAX_HEADER_BYTES} bytes accepted.",
+        errors=[
+            {
+                "field": name,
+                "location": "header",
+                "message": f"{name} must be at most {MAX_HEADER_BYTES} bytes long",
+                "type": "too_long",
+            }
+        ],
+    )
+    return ProblemResponse(body, status_code=431)

@@ -36,6 +36,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     )
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
+            # HeaderLimitMiddleware answers it before any route.
+            operation.setdefault("responses", {}).setdefault(
+                "431", {"description": "A request header is longer than 8 KiB; `errors` names it."}
+            )
             if operation.get("security"):
                 responses = operation.setdefault("responses", {})
                 responses.setdefault(

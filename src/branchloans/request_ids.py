@@ -1,4 +1,5 @@
-"""Request ids: taken from the caller when they are a sane token, else generated."""
+"""Request ids: taken from the caller when they are a safe token, else generated; the id
+used is the one echoed, logged and stored with a loan's events."""
 
 import random
 import re
@@ -8,8 +9,9 @@ import structlog
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128
 
-# Letters, digits and a few separators: nothing that could forge a log line or a header.
-_SANE = re.compile(rf"[A-Za-z0-9._:=+/-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+# Letters, digits, dot, underscore and hyphen, starting with a letter or digit: a token that
+# can forge no log line, header or path (`../../etc/passwd` is replaced) wherever it is stored.
+_SANE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_REQUEST_ID_LENGTH - 1}}}")
 
 
 _VERSION_4 = 0x4 << 76

@@ -111,6 +111,7 @@ def stack(runtime_image: str, run_id: str) -> Iterator[Stack]:
         "POSTGRES_PASSWORD": secrets.token_hex(12),
         "API_DB_PASSWORD": secrets.token_hex(12),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
+        "CURSOR_SIGNING_KEYS": secrets.token_hex(32),
     }
     yield Stack(run_id, runtime_image, database, app_role, volumes, values)
     for volume in volumes.values():

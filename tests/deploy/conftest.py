@@ -15,7 +15,10 @@ from tests.deploy.support import (
 )
 
 # What an operator exports before starting production (any value that is not a default).
-OPERATOR_SECRETS = dict.fromkeys(PRODUCTION_SECRETS, "k3Jq9vXz2Lw8pR4t")
+OPERATOR_SECRETS = dict.fromkeys(PRODUCTION_SECRETS, "k3Jq9vXz2Lw8pR4t") | {
+    # Production takes cursor keys of 32 characters or more.
+    "CURSOR_SIGNING_KEYS": "k3Jq9vXz2Lw8pR4t" * 2,
+}
 
 
 @pytest.fixture(scope="session")

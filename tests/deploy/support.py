@@ -52,7 +52,12 @@ EXPORTER_METRICS = {
     "up",
 }
 # The secrets production takes from the operator's shell, never from its env file.
-PRODUCTION_SECRETS = ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+PRODUCTION_SECRETS = (
+    "POSTGRES_PASSWORD",
+    "API_DB_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "CURSOR_SIGNING_KEYS",
+)
 
 _ENV_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME and $$.

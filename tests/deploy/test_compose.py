@@ -203,6 +203,7 @@ def test_the_api_and_migrations_get_their_settings(
             app_env=settings["APP_ENV"],
             log_level=settings["LOG_LEVEL"],
             migration_database_url=settings.get("MIGRATION_DATABASE_URL"),
+            cursor_signing_keys=settings["CURSOR_SIGNING_KEYS"],
         )
         assert parsed.app_env == expected["APP_ENV"]
         assert parsed.log_level == expected["LOG_LEVEL"]

@@ -134,6 +134,47 @@ async def test_conflict_answer_is_stored_and_replayed_with_nothing_changed(
     assert await count(session, LoanEvent) == 2
 
 
+async def test_not_found_is_not_stored_and_a_retry_answers_it_again(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    url = f"/api/loans/{uuid.uuid4()}/approve"
+
+    first = await client.post(url, headers={"Idempotency-Key": "nothing-there"})
+    retry = await client.post(url, headers={"Idempotency-Key": "nothing-there"})
+
+    assert first.status_code == retry.status_code == 404
+    assert "idempotent-replayed" not in retry.headers
+    assert await count(session, IdempotencyKey) == 0
+
+
+async def test_actions_on_random_ids_store_no_keys(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    for number in range(20):
+        response = await client.post(
+            f"/api/loans/{uuid.uuid4()}/approve", headers={"Idempotency-Key": f"probe-{number}"}
+        )
+        assert response.status_code == 404
+
+    assert await count(session, IdempotencyKey) == 0
+
+
+async def test_stale_if_match_answer_is_stored_and_replayed(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan_id = (await post_loan(client, None)).json()["id"]
+    await client.post(f"/api/loans/{loan_id}/approve")
+    headers = {"Idempotency-Key": "stale", "If-Match": '"1"'}
+
+    first = await client.post(f"/api/loans/{loan_id}/disburse", headers=headers)
+    retry = await client.post(f"/api/loans/{loan_id}/disburse", headers=headers)
+
+    assert first.status_code == retry.status_code == 412
+    assert retry.content == first.content
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert await count(session, IdempotencyKey) == 1
+
+
 @pytest.mark.parametrize("key", ["", "x" * 256, "has space", "naïve"])
 async def test_malformed_key_is_422_naming_the_header(
     client: httpx.AsyncClient, session: AsyncSession, key: str

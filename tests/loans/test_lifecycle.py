@@ -227,6 +227,44 @@ async def test_if_match_with_stale_or_unusable_etag_is_412(
     assert (await client.get(f"/api/loans/{loan_id}")).json()["status"] == "approved"
 
 
+@pytest.mark.parametrize(
+    "if_match", ['"2' + "0" * 10 + '"', '"\u00b2"'], ids=["eleven-digits", "superscript-two"]
+)
+async def test_if_match_with_a_tag_no_version_can_have_is_412(
+    client: httpx.AsyncClient, if_match: str
+) -> None:
+    loan_id = (await create(client))["id"]
+    await act(client, loan_id, LoanAction.APPROVE)
+
+    response = await act(
+        client, loan_id, LoanAction.DISBURSE, headers=[("If-Match", if_match.encode("latin-1"))]
+    )
+
+    assert response.status_code == 412
+
+
+@pytest.mark.parametrize("header", ["If-Match", "If-None-Match"])
+async def test_entity_tags_longer_than_the_bound_are_422_naming_the_header(
+    client: httpx.AsyncClient, header: str
+) -> None:
+    loan_id = (await create(client))["id"]
+    tags = '"' + "9" * 5000 + '"'
+
+    if header == "If-Match":
+        response = await act(client, loan_id, LoanAction.APPROVE, headers={header: tags})
+    else:
+        response = await client.get(f"/api/loans/{loan_id}", headers={header: tags})
+
+    assert response.status_code == 422
+    error = response.json()["errors"][0]
+    assert (error["field"], error["location"], error["type"]) == (
+        header.lower(),
+        "header",
+        "too_long",
+    )
+    assert (await client.get(f"/api/loans/{loan_id}")).json()["status"] == "pending"
+
+
 async def test_if_match_star_or_list_containing_current_etag_applies(
     client: httpx.AsyncClient,
 ) -> None:

@@ -10,13 +10,18 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from branchloans.loans.cursor import Position, encode_cursor
+from branchloans.app import create_app
+from branchloans.loans.cursor import CursorCodec, Position
+from branchloans.loans.listing import LoanFilter
 from branchloans.loans.models import Loan, LoanStatus
+from tests.support import TEST_CURSOR_KEY, make_settings, started_client
 
 NEXT_LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
+# The key the tests' app signs cursors with.
+CODEC = CursorCodec([TEST_CURSOR_KEY.encode()])
 
 
 async def insert_loans(
@@ -231,6 +236,41 @@ async def test_creation_time_that_is_not_a_time_is_422(client: httpx.AsyncClient
     assert response.json()["errors"][0]["field"] == "created_after"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created_after", "0001-01-01T00:00:00+14:00"),
+        ("created_before", "9999-12-31T23:59:59-14:00"),
+    ],
+)
+async def test_creation_time_beyond_utc_range_is_422_naming_the_field(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    response = await client.get("/api/loans", params={field: value})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    error = response.json()["errors"][0]
+    assert (error["field"], error["location"], error["type"]) == (field, "query", "out_of_range")
+
+
+async def test_creation_time_at_the_edge_of_utc_range_is_accepted(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    loan = await insert_loans(session, 1)
+
+    response = await client.get(
+        "/api/loans",
+        params={
+            "created_after": "0001-01-01T00:00:00-14:00",
+            "created_before": "9999-12-31T23:59:59+14:00",
+        },
+    )
+
+    assert response.status_code == 200
+    assert str(loan[0]) in [found["id"] for found in response.json()]
+
+
 async def test_altered_cursor_is_422_problem_naming_cursor(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
@@ -265,11 +305,107 @@ async def test_cursor_that_is_no_cursor_is_422_naming_cursor(
     assert [error["field"] for error in response.json()["errors"]] == ["cursor"]
 
 
+def cursor_of(response: httpx.Response) -> str:
+    return parse_qs(urlsplit(next_url(response) or "").query)["cursor"][0]
+
+
+async def test_cursor_minted_without_the_key_is_422_naming_cursor(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await insert_loans(session, 3)
+    # Anyone can pack a position; only the API's key signs it.
+    forged = CursorCodec([b"guessed-key"]).encode(
+        Position(T0, uuid.UUID(int=2**128 - 1)), LoanFilter().canonical()
+    )
+
+    response = await client.get("/api/loans", params={"cursor": forged})
+
+    assert response.status_code == 422
+    error = response.json()["errors"][0]
+    assert (error["field"], error["type"]) == ("cursor", "invalid_cursor")
+
+
+@pytest.mark.parametrize(
+    ("made_for", "used_with"),
+    [
+        ({"status": "pending"}, {"status": "approved"}),
+        ({"status": "pending"}, {}),
+        ({}, {"currency": "KES"}),
+        ({"borrower_id": "usr_pager"}, {"borrower_id": "usr_other"}),
+        ({"created_before": "2026-01-01T00:00:00Z"}, {"created_before": "2027-01-01T00:00:00Z"}),
+    ],
+)
+async def test_cursor_used_with_other_filters_is_422_naming_cursor(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    made_for: dict[str, str],
+    used_with: dict[str, str],
+) -> None:
+    await insert_loans(session, 3, status=LoanStatus.PENDING)
+    cursor = cursor_of(await client.get("/api/loans", params={**made_for, "limit": 1}))
+
+    response = await client.get("/api/loans", params={**used_with, "cursor": cursor})
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "field": "cursor",
+            "location": "query",
+            "message": "cursor was made for other filters; send it with the status, currency,"
+            " borrower_id, created_after and created_before of the request whose Link header"
+            " gave it",
+            "type": "invalid_cursor",
+        }
+    ]
+
+
+async def test_cursor_accepts_the_same_filters_spelled_otherwise_and_another_limit(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await insert_loans(session, 3)
+    cursor = cursor_of(
+        await client.get(
+            "/api/loans", params={"created_before": "2026-01-01T00:00:00Z", "limit": 1}
+        )
+    )
+
+    response = await client.get(
+        "/api/loans",
+        params={"created_before": "2026-01-01T01:00:00+01:00", "limit": 5, "cursor": cursor},
+    )
+
+    assert response.status_code == 200
+    assert len(response.json()) == 2
+
+
+async def test_after_a_key_rotation_old_cursors_read_and_new_ones_use_the_new_key(
+    database_url: str, connection: AsyncConnection, session: AsyncSession
+) -> None:
+    await insert_loans(session, 3)
+    new_key = "n" * 40
+    rotated = create_app(
+        make_settings(database_url, cursor_signing_keys=f"{new_key},{TEST_CURSOR_KEY}")
+    )
+    old_cursor = CODEC.encode(Position(T0, uuid.UUID(int=2**128 - 1)), LoanFilter().canonical())
+
+    async with started_client(rotated, connection) as http:
+        resumed = await http.get("/api/loans", params={"cursor": old_cursor, "limit": 1})
+
+    assert resumed.status_code == 200
+    fresh = cursor_of(resumed)
+    signed_by_new = CursorCodec([new_key.encode()])
+    position = signed_by_new.decode(fresh, LoanFilter().canonical())
+    assert str(position.id) == resumed.json()[0]["id"]
+    with pytest.raises(ValueError, match="not from this API"):
+        CODEC.decode(fresh, LoanFilter().canonical())
+
+
 async def test_cursor_past_the_oldest_loan_gives_an_empty_last_page(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     await insert_loans(session, 2)
-    cursor = encode_cursor(Position(datetime(2000, 1, 1, tzinfo=UTC), uuid.UUID(int=0)))
+    position = Position(datetime(2000, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+    cursor = CODEC.encode(position, LoanFilter().canonical())
 
     response = await client.get("/api/loans", params={"cursor": cursor})
 

@@ -4,6 +4,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -120,6 +121,32 @@ async def test_a_payment_dated_in_the_future_is_refused(
         response = await pay(client, loan_id, "1.00", paid_at="2025-02-11T00:00:00Z")
 
     assert response.status_code == 422
+
+
+async def test_a_payment_time_beyond_utc_range_is_422_naming_paid_at(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    loan_id = await disbursed_loan(client, connection)
+
+    response = await pay(client, loan_id, "1.00", paid_at="0001-01-01T00:00:00+14:00")
+
+    assert response.status_code == 422
+    error = decoded(response)["errors"][0]
+    assert (error["field"], error["type"]) == ("paid_at", "out_of_range")
+
+
+@pytest.mark.parametrize("reference", ["MPESA\x00QX81", "MPESA\u202eQX81", "MPESA\x1bQX81"])
+async def test_a_reference_that_cannot_be_stored_is_422_naming_it(
+    client: httpx.AsyncClient, connection: AsyncConnection, reference: str
+) -> None:
+    loan_id = await disbursed_loan(client, connection)
+
+    response = await pay(client, loan_id, "1.00", reference=reference)
+
+    assert response.status_code == 422
+    error = decoded(response)["errors"][0]
+    assert (error["field"], error["type"]) == ("reference", "invalid_characters")
+    assert (await client.get(f"/api/loans/{loan_id}/repayments")).json() == []
 
 
 async def test_a_replayed_payment_is_recorded_once(

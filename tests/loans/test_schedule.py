@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from branchloans.currencies import MINOR_UNITS
+from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.loans.models import MAX_AMOUNT, MAX_TERM_MONTHS
-from branchloans.loans.schedule import UnpayableAmountError, build_schedule, minor_unit
+from branchloans.loans.schedule import UnpayableAmountError, build_schedule
 from branchloans.loans.schemas import RepaymentSchedule
 
 JAN_31 = date(2025, 1, 31)

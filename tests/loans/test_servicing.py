@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from branchloans.loans.schedule import build_schedule, minor_unit
+from branchloans.currencies import minor_unit
+from branchloans.loans.schedule import build_schedule
 from branchloans.loans.schemas import RepaymentSchedule
 from branchloans.loans.servicing import Allocated, Ledger, OverpaymentError
 

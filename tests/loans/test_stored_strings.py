@@ -32,7 +32,10 @@ async def test_list_filter_with_nul_in_the_raw_query_is_422(client: httpx.AsyncC
     assert _refused_field(await client.get("/api/loans?borrower_id=a%00b")) == "borrower_id"
 
 
-@pytest.mark.parametrize("reason", ["a\u0000b", "a\x07b", "x" * 501])
+@pytest.mark.parametrize(
+    "reason",
+    ["a\u0000b", "a\x07b", "x" * 501, "invoice \u202egpj.exe", "a\u202ab", "a\x1b[31mb"],
+)
 async def test_action_with_unstorable_reason_is_422_and_changes_nothing(
     client: httpx.AsyncClient, reason: str
 ) -> None:
@@ -55,7 +58,7 @@ async def test_reason_may_span_lines(client: httpx.AsyncClient) -> None:
     assert events[-1]["reason"] == reason
 
 
-@pytest.mark.parametrize("borrower_id", ["a\x00b", "a\x85b"])
+@pytest.mark.parametrize("borrower_id", ["a\x00b", "a\x85b", "usr\u202d_1"])
 async def test_create_with_unstorable_borrower_id_is_422_naming_it(
     client: httpx.AsyncClient, borrower_id: str
 ) -> None:

@@ -189,7 +189,7 @@ def test_log_format_defaults_by_environment(
     app_env: AppEnv, log_format: str | None, expected: str
 ) -> None:
     # A password production accepts; nothing connects.
-    url = "postgresql+asyncpg://app:k3Jq9vXz2Lw8@h/db"
+    url = "postgresql+asyncpg://app:k3Jq9vXz2Lw8pR4t@h/db"
     settings = make_settings(url, app_env=app_env, log_format=log_format)
 
     assert settings.resolved_log_format == expected

@@ -41,3 +41,5 @@ class IdempotencyKey(Base):
 
 # The purge looks for expired keys without scanning the table.
 Index("ix_idempotency_keys_expires_at", IdempotencyKey.expires_at)
+# The cap per client counts a client's latest keys without scanning them all.
+Index("ix_idempotency_keys_scope_created_at", IdempotencyKey.scope, IdempotencyKey.created_at)

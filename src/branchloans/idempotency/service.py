@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,6 +50,30 @@ class KeyInUseError(ProblemError):
             title="Request in progress",
             headers={"Retry-After": "1"},
         )
+
+
+class TooManyKeysError(ProblemError):
+    """The client stored as many new keys as a window allows."""
+
+    def __init__(self, limit: int, window: float, retry_after: int) -> None:
+        super().__init__(
+            429,
+            f"This client stored {limit} Idempotency-Keys in the last {window:g} seconds, the "
+            f"most allowed; retry in {retry_after} s, or retry earlier requests with their own "
+            "keys.",
+            slug="idempotency-keys-exhausted",
+            title="Too many Idempotency-Keys",
+            headers={"Retry-After": str(retry_after)},
+            limit=limit,
+            window_seconds=window,
+        )
+
+
+# Problems about the loan's current state, which may change: a retry must see the first
+# answer, not a new one (a default refused as "nothing past due" must not succeed a week
+# later under the same key). A 404 is not stored: nothing exists to change, and a retry
+# answers it again without leaving a row per random id.
+_REPLAYED_PROBLEMS = frozenset({409, 412, 422})
 
 
 async def request_fingerprint(request: Request) -> str:
@@ -114,6 +139,42 @@ _STORE_ANSWER = Statement.compile(
 )
 
 
+def _recent_keys_statement() -> Statement:
+    # At most limit + 1 index entries are read, oldest first, however many the client has.
+    window = bindparam("window", type_=Interval)
+    recent = (
+        select(IdempotencyKey.created_at)
+        .where(
+            IdempotencyKey.scope == bindparam("scope"),
+            IdempotencyKey.created_at > func.now() - window,
+        )
+        .order_by(IdempotencyKey.created_at)
+        .limit(bindparam("limit") + 1)
+        .subquery()
+    )
+    frees_up = func.min(recent.c.created_at) + window - func.now()
+    return Statement.compile(select(func.count(), frees_up).select_from(recent))
+
+
+_RECENT_KEYS = _recent_keys_statement()
+
+
+async def _refuse_beyond_cap(transaction: Transaction, settings: Settings, scope: str) -> None:
+    """TooManyKeysError when the key just claimed is one more than the client's window allows.
+
+    Counted from the table, so every worker and instance shares the count; concurrent claims
+    not yet committed are not seen, so a burst may pass the cap by the requests in flight.
+    """
+    limit = settings.idempotency_keys_per_client
+    window = timedelta(seconds=settings.idempotency_key_window_seconds)
+    row = await transaction.fetchrow(_RECENT_KEYS, scope=scope, window=window, limit=limit)
+    assert row is not None
+    stored, frees_up = row
+    if stored > limit:
+        retry_after = max(1, math.ceil(frees_up.total_seconds()))
+        raise TooManyKeysError(limit, settings.idempotency_key_window_seconds, retry_after)
+
+
 @dataclass(frozen=True)
 class _StoredAnswer:
     fingerprint: str
@@ -152,6 +213,7 @@ async def _claim(
         raise KeyInUseError from error
     await transaction.fetch(_SET_LOCK_TIMEOUT, timeout="0")
     if won is not None:
+        await _refuse_beyond_cap(transaction, settings, scope)
         return None
     row = await transaction.fetchrow(_READ_ANSWER, scope=scope, key=key)
     # Only a purge racing with this request can remove the row in between.
@@ -185,8 +247,9 @@ async def run_once(
 
     The first request's answer is stored in the same transaction as its effect, and a
     repeat of the same request replays it byte for byte. Validation failures never get
-    here and 5xx failures roll everything back, so neither is stored. Problems the
-    operation raises (404, 409, 412) undo its effect but are stored and replayed.
+    here; 5xx failures, a 404 and a client over its cap of new keys (429) are raised, so the
+    caller's transaction rolls back with the claimed key. Problems about the loan's state
+    (409, 412, 422) undo the operation's effect but are stored and replayed.
     """
     fingerprint = await request_fingerprint(request)
     stored = await _claim(transaction, request, settings, scope, key, fingerprint)
@@ -198,7 +261,7 @@ async def run_once(
         async with transaction.savepoint():
             response = await operation()
     except ProblemError as problem:
-        if problem.status >= 500:
+        if problem.status not in _REPLAYED_PROBLEMS:
             raise
         response = render_problem(request, problem)
     await transaction.fetch(

@@ -2,18 +2,21 @@
 send, each checked (a 422 names what is wrong)."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from functools import cache
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from branchloans.auth.dependencies import requires
 from branchloans.auth.models import Scope
 from branchloans.auth.service import Principal
 from branchloans.idempotency.models import KEY_MAX_LENGTH
-from branchloans.loans.cursor import Position, decode_cursor
+from branchloans.loans.cursor import CursorCodec, Position
+from branchloans.loans.listing import LoanFilter
 from branchloans.loans.service import ChangeContext
+from branchloans.state import AppState, app_state
 from branchloans.text import StoredLine
 
 
@@ -39,10 +42,32 @@ IdempotencyKeyHeader = Annotated[
         examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
     ),
 ]
+KEYS_EXHAUSTED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "This client stored as many new Idempotency-Keys as the window allows; "
+        "retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+}
 
 READ = [Depends(requires(Scope.LOANS_READ))]
+ENTITY_TAGS_MAX_LENGTH = 256
+"""Characters an If-Match or If-None-Match header may have: a score of a loan's ETags."""
+# A loan's version is a Postgres integer: ten digits at most.
+_VERSION_MAX_DIGITS = 10
 IfMatchHeader = Annotated[
-    str | None, Header(description='Only act if the loan still has this ETag, e.g. `"3"`.')
+    str | None,
+    Header(
+        max_length=ENTITY_TAGS_MAX_LENGTH,
+        description='Only act if the loan still has this ETag, e.g. `"3"`.',
+    ),
+]
+IfNoneMatchHeader = Annotated[
+    str | None,
+    Header(
+        max_length=ENTITY_TAGS_MAX_LENGTH,
+        description='Answer 304 if the loan still has this ETag, e.g. `"3"`.',
+    ),
 ]
 
 
@@ -59,31 +84,46 @@ def versions_in(if_match: str | None) -> set[int] | None:
     return {
         int(tag[1:-1])
         for tag in entity_tags(if_match)
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit()
+        if 2 < len(tag) <= _VERSION_MAX_DIGITS + 2
+        and tag[0] == tag[-1] == '"'
+        and tag[1:-1].isascii()
+        and tag[1:-1].isdigit()
     }
 
 
-async def cursor_position(
-    cursor: Annotated[
-        str | None,
-        Query(description="Where the page starts: opaque, copied from a `Link` header."),
-    ] = None,
-) -> Position | None:
-    """The position a `cursor` query parameter names; a 422 naming `cursor` when it is bad.
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description="Where the page starts: opaque, copied from a `Link` header, and valid only "
+        "with the filters of the request that gave it."
+    ),
+]
 
-    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
-    """
+
+@cache  # one codec per application: its keys come from the settings
+def cursor_codec(state: AppState) -> CursorCodec:
+    """The application's cursor codec, keyed with CURSOR_SIGNING_KEYS."""
+    return CursorCodec(
+        [key.get_secret_value().encode() for key in state.settings.cursor_signing_keys]
+    )
+
+
+def cursor_position(request: Request, cursor: str | None, where: LoanFilter) -> Position | None:
+    """The position a `cursor` made for the filters `where` names; a 422 naming `cursor` when
+    it is forged, altered or made for other filters."""
     if cursor is None:
         return None
     try:
-        return decode_cursor(cursor)
+        return cursor_codec(app_state(request.app)).decode(cursor, where.canonical())
     except ValueError as error:
         raise RequestValidationError(
             [{"type": "invalid_cursor", "loc": ("query", "cursor"), "msg": str(error)}]
         ) from error
 
 
-CursorDep = Annotated[Position | None, Depends(cursor_position)]
+def next_cursor(request: Request, position: Position, where: LoanFilter) -> str:
+    """The cursor of the page after `position` in the listing filtered by `where`."""
+    return cursor_codec(app_state(request.app)).encode(position, where.canonical())
 
 
 async def utc_now() -> datetime:

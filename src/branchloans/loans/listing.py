@@ -1,5 +1,6 @@
 """Reading many loans: keyset-paged listings and portfolio statistics."""
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Date, Select, bindparam, func, select, text, tuple_
 
+from branchloans.currencies import in_minor_units
 from branchloans.db import Queries, Statement
 from branchloans.loans.cursor import Position
 from branchloans.loans.models import Loan, LoanArrears, LoanStatus, LoanTotal
@@ -28,6 +30,11 @@ class LoanFilter:
     borrower_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+    def canonical(self) -> bytes:
+        """The filters as bytes, the same for every spelling of them (times are UTC by now):
+        what a page's cursor is bound to."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 @dataclass(frozen=True)
@@ -154,9 +161,12 @@ def arrears_query() -> Select[*tuple[Any, ...]]:
 _ARREARS = Statement.compile(arrears_query())
 
 
-def _at_risk(amount: Decimal, outstanding: Decimal) -> AtRisk:
+def _at_risk(amount: Decimal, outstanding: Decimal, currency: str) -> AtRisk:
     ratio = amount / outstanding if outstanding else Decimal(0)
-    return AtRisk(amount=amount, ratio=ratio.quantize(_RATIO, rounding=ROUND_HALF_EVEN))
+    return AtRisk(
+        amount=in_minor_units(amount, currency),
+        ratio=ratio.quantize(_RATIO, rounding=ROUND_HALF_EVEN),
+    )
 
 
 async def get_portfolio_at_risk(queries: Queries, today: date) -> dict[str, PortfolioAtRisk]:
@@ -171,10 +181,10 @@ async def get_portfolio_at_risk(queries: Queries, today: date) -> dict[str, Port
     for currency, loans, outstanding, par_30, par_90 in await queries.fetch(_ARREARS, **cutoffs):
         if loans:
             book[currency] = PortfolioAtRisk(
-                outstanding_principal=outstanding,
+                outstanding_principal=in_minor_units(outstanding, currency),
                 loans=loans,
-                par_30=_at_risk(par_30, outstanding),
-                par_90=_at_risk(par_90, outstanding),
+                par_30=_at_risk(par_30, outstanding, currency),
+                par_90=_at_risk(par_90, outstanding, currency),
             )
     return book
 
@@ -189,7 +199,7 @@ async def get_stats(queries: Queries, today: date | None = None) -> LoanStats:
     by_status = dict.fromkeys(LoanStatus, 0)
     by_currency: dict[str, int] = {}
     amount_by_currency: dict[str, Decimal] = {}
-    total_loans, total_amount = 0, Decimal(0)
+    total_loans = 0
     for status, currency, count, amount in rows:
         if status is not None:
             by_status[LoanStatus(status)] = count
@@ -197,13 +207,15 @@ async def get_stats(queries: Queries, today: date | None = None) -> LoanStats:
             # A currency whose loans were all deleted keeps its (zero) totals rows.
             if count:
                 by_currency[currency] = count
-                amount_by_currency[currency] = amount
+                amount_by_currency[currency] = in_minor_units(amount, currency)
         elif count:
-            total_loans, total_amount = count, amount
+            total_loans = count
+    # Exact, with the most decimals of any currency in it (at least two: 0.00 when empty).
+    total_amount = sum(amount_by_currency.values(), Decimal("0.00"))
     average = (total_amount / total_loans) if total_loans else Decimal(0)
     return LoanStats(
         total_loans=total_loans,
-        total_amount=total_amount.quantize(CENT),
+        total_amount=total_amount,
         avg_amount=average.quantize(CENT, rounding=ROUND_HALF_EVEN),
         by_status=by_status,
         by_currency=dict(sorted(by_currency.items())),

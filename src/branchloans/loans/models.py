@@ -50,6 +50,14 @@ REASON_MAX_LENGTH = 500
 REFERENCE_MAX_LENGTH = 128
 
 
+def _in_minor_units(column: str) -> CheckConstraint:
+    # `currency_minor_units()` is migration 0010's copy of branchloans.currencies' table.
+    return CheckConstraint(
+        f"round({column}, currency_minor_units(currency)) = {column}",
+        name=f"{column.removesuffix('_principal')}_in_minor_units",
+    )
+
+
 def _status_type() -> Enum:
     # Stored as its value ("pending") in a VARCHAR; a CHECK constraint keeps it honest.
     return Enum(
@@ -71,7 +79,8 @@ class Loan(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     borrower_id: Mapped[str] = mapped_column(String(BORROWER_ID_MAX_LENGTH))
-    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    # Exactly as many decimals as the currency's ISO 4217 minor unit (a CHECK): 3 for KWD.
+    amount: Mapped[Decimal] = mapped_column(Numeric)
     currency: Mapped[str] = mapped_column(CHAR(3))
     status: Mapped[LoanStatus] = mapped_column(
         _status_type(),
@@ -91,6 +100,8 @@ class Loan(Base):
 
     __table_args__ = (
         CheckConstraint(f"amount > 0 AND amount <= {MAX_AMOUNT}", name="amount_range"),
+        _in_minor_units("amount"),
+        _in_minor_units("outstanding_principal"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_code"),
         CheckConstraint(f"status IN ({_STATUSES})", name="status_known"),
         CheckConstraint(
@@ -139,6 +150,8 @@ class LoanTotal(Base):
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     loans: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[Decimal] = mapped_column(Numeric)
+
+    __table_args__ = (_in_minor_units("amount"),)
 
 
 class LoanEvent(Base):
@@ -218,3 +231,5 @@ class LoanArrears(Base):
     oldest_unpaid_due: Mapped[date] = mapped_column(Date, primary_key=True)
     loans: Mapped[int] = mapped_column(BigInteger)
     outstanding_principal: Mapped[Decimal] = mapped_column(Numeric)
+
+    __table_args__ = (_in_minor_units("outstanding_principal"),)

@@ -9,6 +9,7 @@ from branchloans.auth.dependencies import AuthenticatedRoute
 from branchloans.db import Transaction
 from branchloans.loans import repayments
 from branchloans.loans.dependencies import (
+    KEYS_EXHAUSTED_RESPONSE,
     READ,
     IdempotencyKeyHeader,
     NowDep,
@@ -58,6 +59,7 @@ def _problem(description: str) -> dict[str, Any]:
             "payoff amount (`payoff_amount` says it); `paid_at` is in the future or before the "
             "disbursement; or the Idempotency-Key was used for a different request."
         ),
+        **KEYS_EXHAUSTED_RESPONSE,
     },
 )
 async def record_repayment(

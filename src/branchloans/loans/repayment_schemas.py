@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -16,7 +15,14 @@ from pydantic import (
 )
 
 from branchloans.loans.models import MAX_AMOUNT, REFERENCE_MAX_LENGTH
-from branchloans.loans.schemas import DecimalNumber, Instalment, LoanSchedule, _refuse_bool
+from branchloans.loans.schemas import (
+    DecimalNumber,
+    Instalment,
+    LoanSchedule,
+    UtcDatetime,
+    _refuse_bool,
+)
+from branchloans.text import StoredLine
 
 # No payment can exceed a loan's payoff amount; this only bounds what is parsed.
 MAX_PAYMENT = MAX_AMOUNT * 2
@@ -50,16 +56,24 @@ class RepaymentCreate(BaseModel):
             mode="validation",
         ),
     ]
-    paid_at: AwareDatetime | None = Field(
+    paid_at: UtcDatetime | None = Field(
         default=None, description="When the money was received (not in the future); now if absent."
     )
     reference: (
-        Annotated[
-            str,
-            StringConstraints(strip_whitespace=True, min_length=1, max_length=REFERENCE_MAX_LENGTH),
+        StoredLine[
+            Annotated[
+                str,
+                StringConstraints(
+                    strip_whitespace=True, min_length=1, max_length=REFERENCE_MAX_LENGTH
+                ),
+            ]
         ]
         | None
-    ) = Field(default=None, description="The payment's reference in the payer's system.")
+    ) = Field(
+        default=None,
+        description="The payment's reference in the payer's system: one line (no NUL, lone "
+        "surrogate, control character or bidi override).",
+    )
 
 
 class AllocationRead(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Date, Numeric, String, bindparam, case, func, insert, select, update
 
-from branchloans.currencies import MINOR_UNITS
+from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.db import Queries, Statement, Transaction
 from branchloans.loans.errors import (
     LoanNotFoundError,
@@ -24,7 +24,6 @@ from branchloans.loans.repayment_schemas import (
     ServicedSchedule,
 )
 from branchloans.loans.rows import LOAN_COLUMNS, LoanRow, VersionedLoan, loan_row
-from branchloans.loans.schedule import minor_unit
 from branchloans.loans.schemas import RepaymentSchedule
 from branchloans.loans.service import ChangeContext, read_loan, schedule_of, transition_loan
 from branchloans.loans.servicing import Allocated, Ledger, OverpaymentError
@@ -128,9 +127,12 @@ def _ledger(schedule: RepaymentSchedule, allocations: list[Any]) -> Ledger:
     )
 
 
-def _check_amount(loan: LoanRow, payment: RepaymentCreate, now: datetime) -> datetime:
-    unit = minor_unit(loan["currency"])
-    if payment.amount != payment.amount.quantize(unit):
+def _check_payment(
+    loan: LoanRow, payment: RepaymentCreate, now: datetime
+) -> tuple[Decimal, datetime]:
+    # The amount comes back with exactly the currency's decimals (5.5 KWD as 5.500), as stored.
+    amount = payment.amount.quantize(minor_unit(loan["currency"]))
+    if payment.amount != amount:
         raise PaymentRefusedError(
             f"{loan['currency']} amounts have at most {MINOR_UNITS[loan['currency']]} decimals.",
         )
@@ -140,7 +142,7 @@ def _check_amount(loan: LoanRow, payment: RepaymentCreate, now: datetime) -> dat
     assert loan["disbursed_at"] is not None
     if paid_at < loan["disbursed_at"]:
         raise PaymentRefusedError("paid_at is before the loan was disbursed.")
-    return paid_at
+    return amount, paid_at
 
 
 async def record_repayment(
@@ -164,11 +166,11 @@ async def record_repayment(
     loan = loan_row(row)
     if loan["status"] is not LoanStatus.DISBURSED:
         raise RepaymentNotAllowedError(loan["status"])
-    paid_at = _check_amount(loan, payment, now)
+    amount, paid_at = _check_payment(loan, payment, now)
     allocations = [record[0] for record in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
     ledger = _ledger(schedule_of(loan), allocations)
     try:
-        parts = ledger.allocate(payment.amount, paid_at.date())
+        parts = ledger.allocate(amount, paid_at.date())
     except OverpaymentError as error:
         raise PaymentRefusedError(
             f"The payment {error.amount} is more than the payoff amount {error.payoff} "
@@ -180,7 +182,7 @@ async def record_repayment(
     recorded = await transaction.fetchrow(
         _RECORD,
         loan_id=loan_id,
-        amount=payment.amount,
+        amount=amount,
         interest=sum((part.interest for part in parts), Decimal(0)),
         principal=sum((part.principal for part in parts), Decimal(0)),
         allocation=[part.as_json() for part in parts],

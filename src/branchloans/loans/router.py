@@ -3,22 +3,26 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import StringConstraints
 
 from branchloans.auth.dependencies import AuthenticatedRoute
 from branchloans.db import Transaction
 from branchloans.loans import listing, repayments, service
-from branchloans.loans.cursor import Position, encode_cursor
+from branchloans.loans.cursor import Position
 from branchloans.loans.dependencies import (
+    KEYS_EXHAUSTED_RESPONSE,
     READ,
-    CursorDep,
+    CursorQuery,
     IdempotencyKeyHeader,
+    IfNoneMatchHeader,
     NowDep,
     WriterDep,
     change_context,
+    cursor_position,
     entity_tags,
+    next_cursor,
 )
 from branchloans.loans.errors import etag
 from branchloans.loans.lifecycle import TRANSITIONS, LoanAction
@@ -33,6 +37,7 @@ from branchloans.loans.schemas import (
     LoanEventRead,
     LoanRead,
     LoanStats,
+    UtcDatetime,
 )
 from branchloans.loans.writes import LoanActionDep, loan_response, write
 from branchloans.responses import JSONResponse
@@ -69,9 +74,9 @@ _NEXT_LINK_HEADER = {
 }
 
 
-def _next_link(request: Request, position: Position) -> str:
+def _next_link(request: Request, position: Position, where: LoanFilter) -> str:
     # The request's own path and query, so every filter and the limit carry over.
-    url = request.url.include_query_params(cursor=encode_cursor(position))
+    url = request.url.include_query_params(cursor=next_cursor(request, position, where))
     return f'<{url.path}?{url.query}>; rel="next"'
 
 
@@ -88,7 +93,7 @@ def _next_link(request: Request, position: Position) -> str:
 async def list_loans(
     request: Request,
     database: DatabaseDep,
-    cursor: CursorDep,
+    cursor: CursorQuery = None,
     loan_status: Annotated[LoanStatus | None, Query(alias="status")] = None,
     currency: Annotated[Currency | None, Query()] = None,
     borrower_id: Annotated[
@@ -96,11 +101,11 @@ async def list_loans(
         Query(),
     ] = None,
     created_after: Annotated[
-        AwareDatetime | None,
+        UtcDatetime | None,
         Query(description="Only loans created at or after this ISO-8601 time (with an offset)."),
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None,
+        UtcDatetime | None,
         Query(description="Only loans created before this ISO-8601 time (with an offset)."),
     ] = None,
     limit: Annotated[
@@ -110,7 +115,8 @@ async def list_loans(
     """Loans, newest first, as a JSON array, optionally filtered; filters combine.
 
     A page holds at most `limit` loans. When more follow, the `Link` header names the next
-    page (the same query with a `cursor`); a deep page costs what the first one costs.
+    page (the same query with a `cursor`); a deep page costs what the first one costs. A
+    cursor is signed and bound to its filters: with other filters it is a 422.
     """
     where = LoanFilter(
         status=loan_status,
@@ -119,8 +125,9 @@ async def list_loans(
         created_after=created_after,
         created_before=created_before,
     )
-    page = await listing.list_loans(database, where, limit=limit, after=cursor)
-    headers = {"Link": _next_link(request, page.next)} if page.next else None
+    after = cursor_position(request, cursor, where)
+    page = await listing.list_loans(database, where, limit=limit, after=after)
+    headers = {"Link": _next_link(request, page.next, where)} if page.next else None
     return JSONResponse(page.loans, headers=headers)
 
 
@@ -154,7 +161,7 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
 async def get_loan(
     loan_id: uuid.UUID,
     database: DatabaseDep,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
     loan = await service.read_loan(database, loan_id)
@@ -212,6 +219,7 @@ async def get_schedule(loan_id: uuid.UUID, database: DatabaseDep, now: NowDep) -
         409: _problem("A request with this Idempotency-Key is still being processed."),
         413: _problem("The body is larger than the server accepts."),
         415: _problem("The body is not JSON."),
+        **KEYS_EXHAUSTED_RESPONSE,
         422: _problem(
             "A field is missing or invalid (`errors` names each one), or the "
             "Idempotency-Key was used for a different request."
@@ -291,6 +299,7 @@ def _action_route(action: LoanAction) -> dict[str, Any]:
                 "`allowed_actions`. Or a request with this Idempotency-Key is still running."
             ),
             412: _problem("If-Match names a version the loan no longer has."),
+            **KEYS_EXHAUSTED_RESPONSE,
         },
     }
 

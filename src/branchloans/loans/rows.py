@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict, cast
 
+from branchloans.currencies import in_minor_units
 from branchloans.loans.models import Loan, LoanStatus
 
 # What the API shows of a loan, in LoanRow's order.
@@ -49,6 +50,7 @@ def loan_row(record: Sequence[Any]) -> LoanRow:
     """The loan in a row whose first columns are `LOAN_COLUMNS`."""
     row: dict[str, Any] = dict(zip(_FIELDS, record, strict=False))
     row["status"] = _STATUS[row["status"]]
+    row["amount"] = in_minor_units(row["amount"], row["currency"])
     return cast(LoanRow, row)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 
-from branchloans.currencies import MINOR_UNITS
+from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.loans.schemas import Instalment, RepaymentSchedule, ScheduleTotals
 
 # Enough digits that (1 + r)^360 and the exact balances lose nothing a minor unit would show.
@@ -42,11 +42,6 @@ _PERCENT_MONTHS = Decimal(1200)
 class UnpayableAmountError(ValueError):
     """The amount cannot be paid in its currency: one with no known minor unit, or finer
     than the currency's minor unit."""
-
-
-def minor_unit(currency: str) -> Decimal:
-    """The smallest amount of `currency`: 0.01 for USD, 1 for VND, 0.001 for KWD."""
-    return Decimal(1).scaleb(-MINOR_UNITS[currency])
 
 
 def due_date(start: date, months: int) -> date:

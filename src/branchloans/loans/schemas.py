@@ -1,22 +1,24 @@
 """Request and response bodies of the loans API."""
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from branchloans.currencies import MINOR_UNITS, is_currency
+from branchloans.currencies import MINOR_UNITS, in_minor_units, is_currency
 from branchloans.loans.models import (
     BORROWER_ID_MAX_LENGTH,
     MAX_AMOUNT,
@@ -28,17 +30,29 @@ from branchloans.loans.models import (
 from branchloans.text import StoredLine, StoredText
 
 CENT = Decimal("0.01")
-STORED_AMOUNT_DECIMALS = 2
-"""Decimals the `loans.amount` column keeps (NUMERIC(12, 2))."""
 
 
-def amount_decimals(currency: str) -> int:
-    """How many decimals an amount in `currency` may have.
+def _currencies_by_decimals() -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {}
+    for code, units in sorted(MINOR_UNITS.items()):
+        groups.setdefault(units, []).append(code)
+    return dict(sorted(groups.items()))
 
-    The currency's ISO 4217 minor unit (0 for VND, 2 for INR), but never more than the column
-    stores: a KWD or BHD amount (3 minor digits) is refused beyond 2 decimals.
-    """
-    return min(MINOR_UNITS[currency], STORED_AMOUNT_DECIMALS)
+
+CURRENCIES_BY_DECIMALS = _currencies_by_decimals()
+"""Decimals -> the currencies whose amounts have that many, for the documentation."""
+
+
+def _decimals_description() -> str:
+    def listed(units: int) -> str:
+        return ", ".join(CURRENCIES_BY_DECIMALS[units])
+
+    others = [units for units in CURRENCIES_BY_DECIMALS if units != 2]
+    return (
+        "In the currency's ISO 4217 minor unit, never more decimals: "
+        + "; ".join(f"{units} for {listed(units)}" for units in others)
+        + "; 2 for every other currency."
+    )
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -66,6 +80,20 @@ def _currency_code(value: str) -> str:
     return code
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00+14:00 is a valid ISO 8601 time whose UTC instant Python cannot hold.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "out_of_range",
+            "must fall between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once converted to UTC",
+        ) from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""An ISO 8601 time with an offset, converted to UTC; a 422 when UTC cannot hold it."""
+
 DecimalNumber = Annotated[
     Decimal,
     WithJsonSchema({"type": "number"}, mode="serialization"),
@@ -84,34 +112,36 @@ BorrowerId = StoredLine[
         ),
         Field(
             description="The borrower's identifier in the calling system: one line, not blank"
-            " (no NUL, lone surrogate or control character).",
+            " (no NUL, lone surrogate, control character or bidi override).",
             examples=["usr_india_123"],
         ),
     ]
 ]
 
 
-def _money_schema(description: str, **bounds: Decimal) -> WithJsonSchema:
-    # What clients should send: a JSON number with at most two decimals. Numeric strings
-    # ("15000.00") are accepted too, but left out of the documented schema.
+def _number_schema(description: str, **limits: Decimal) -> WithJsonSchema:
+    # What clients should send: a JSON number. Numeric strings ("15000.00") are accepted too,
+    # but left out of the documented schema.
     return WithJsonSchema(
         {
             "type": "number",
-            "multipleOf": 0.01,
-            **{name: float(bound) for name, bound in bounds.items()},
+            **{name: float(limit) for name, limit in limits.items()},
             "description": description,
         },
         mode="validation",
     )
 
 
+# The decimals an amount may have depend on its currency: `LoanCreate` checks them, and its
+# schema states them per currency.
 Amount = Annotated[
     Decimal,
     BeforeValidator(_refuse_bool),
     Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False),
-    AfterValidator(_at_most_two_decimals),
-    _money_schema(
-        "Principal, at most 2 decimals.", exclusiveMinimum=Decimal(0), maximum=MAX_AMOUNT
+    _number_schema(
+        f"Principal. {_decimals_description()}",
+        exclusiveMinimum=Decimal(0),
+        maximum=MAX_AMOUNT,
     ),
 ]
 
@@ -147,11 +177,14 @@ InterestRateApr = Annotated[
     BeforeValidator(_refuse_bool),
     Field(ge=0, le=MAX_APR, allow_inf_nan=False),
     AfterValidator(_at_most_two_decimals),
-    _money_schema("Annual rate in percent, 2 decimals.", minimum=Decimal(0), maximum=MAX_APR),
+    _number_schema(
+        "Annual rate in percent, 2 decimals.",
+        minimum=Decimal(0),
+        maximum=MAX_APR,
+        multipleOf=CENT,
+    ),
 ]
 
-
-_WHOLE_UNIT_CURRENCIES = sorted(code for code, units in MINOR_UNITS.items() if units == 0)
 
 LOAN_CREATE_SCHEMA_EXTRA: dict[str, Any] = {
     "examples": [
@@ -163,15 +196,13 @@ LOAN_CREATE_SCHEMA_EXTRA: dict[str, Any] = {
             "interest_rate_apr": 18.50,
         }
     ],
-    # The amount's decimals depend on the currency: none for VND, JPY and the like.
+    # The amount's decimals depend on the currency: none for VND, 3 for KWD, 2 for most.
     "allOf": [
         {
-            "if": {
-                "properties": {"currency": {"enum": _WHOLE_UNIT_CURRENCIES}},
-                "required": ["currency"],
-            },
-            "then": {"properties": {"amount": {"multipleOf": 1}}},
+            "if": {"properties": {"currency": {"enum": codes}}, "required": ["currency"]},
+            "then": {"properties": {"amount": {"multipleOf": 10**-units}}},
         }
+        for units, codes in CURRENCIES_BY_DECIMALS.items()
     ],
 }
 
@@ -187,15 +218,25 @@ class LoanCreate(BaseModel):
     term_months: TermMonths | None = None
     interest_rate_apr: InterestRateApr | None = None
 
+    @model_validator(mode="after")
+    def _amount_in_minor_units(self) -> "LoanCreate":
+        # Stored with exactly the currency's decimals (10.000 USD as 10.00, 100.0 VND as 100),
+        # so that the row holds what the API will show; finer amounts are left for the router
+        # to refuse.
+        exact = in_minor_units(self.amount, self.currency)
+        if exact == self.amount:
+            self.amount = exact
+        return self
+
     def amount_decimals_error(self) -> str | None:
         """Why the amount has too many decimals for its currency, or None when it has not.
 
         Not a validator: pydantic has no supported way to report a check of two fields at
         `amount`, where the client must see it, so the router reports it.
         """
-        allowed = amount_decimals(self.currency)
-        if self.amount == self.amount.quantize(Decimal(1).scaleb(-allowed)):
+        if self.amount == in_minor_units(self.amount, self.currency):
             return None
+        allowed = MINOR_UNITS[self.currency]
         if allowed == 0:
             return f"must be a whole number in {self.currency}, which has no decimals"
         return f"must have at most {allowed} decimals in {self.currency}"
@@ -317,7 +358,7 @@ class TransitionRequest(BaseModel):
                 ),
                 Field(
                     description="Free text; tab and line breaks allowed, no NUL, lone"
-                    " surrogate or other control character."
+                    " surrogate, other control character or bidi override (U+202A to U+202E)."
                 ),
             ]
         ]

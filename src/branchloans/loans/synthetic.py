@@ -36,9 +36,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from branchloans.currencies import MINOR_UNITS
+from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.loans.models import MAX_AMOUNT, LoanStatus
-from branchloans.loans.schedule import build_schedule, minor_unit
+from branchloans.loans.schedule import build_schedule
 from branchloans.loans.servicing import Allocated, Ledger
 
 LOAN_COLUMNS = (
