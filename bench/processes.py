@@ -32,6 +32,9 @@ SERVICE_ENV = {
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "json",
     "METRICS_ENABLED": "true",
+    # The per-key limits stay on, but out of reach: one key drives all of wrk's load.
+    "KEY_RATE_LIMIT": "1000000000",
+    "KEY_CONCURRENCY_LIMIT": "100000",
 }
 
 

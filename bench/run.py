@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from bench.limits import run_limits
 from bench.pooler import run_pooler
 from bench.processes import (
     BASELINE,
@@ -94,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only price PgBouncer (bench/pooler.py): get by id, a list page and create,"
         " straight to Postgres and through PgBouncer, at --loans loans",
     )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="only price the per-key limits (bench/limits.py): get by id with the limiter on"
+        " and off, at --loans loans",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -142,9 +149,18 @@ def _run(bench: Bench) -> int:
         baseline = bench.args.baseline.resolve()
         script = [str(baseline / ".venv" / "bin" / "branchloans")]
         workers[BASELINE] = _serve(bench, "baseline", script, baseline)
-    if bench.args.tracing or bench.args.pgbouncer:
+    only = (
+        run_tracing
+        if bench.args.tracing
+        else run_pooler
+        if bench.args.pgbouncer
+        else run_limits
+        if bench.args.limits
+        else None
+    )
+    if only is not None:
         _load(bench)
-        (run_tracing if bench.args.tracing else run_pooler)(bench)
+        only(bench)
         return 1 if any(r.errors + r.bad_status for r in bench.results) else 0
     bench.development_port = free_port()
     development = [*command("branchloans"), "serve", "--host", "127.0.0.1"]

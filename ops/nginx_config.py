@@ -50,7 +50,8 @@ def write_nginx_config(prefix: Path, values: dict[str, str]) -> Path:
 worker_processes 2;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log notice;
-events {{ worker_connections 256; }}
+worker_rlimit_nofile 16384;
+events {{ worker_connections 4096; }}  # as deploy/nginx/nginx.conf
 http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;

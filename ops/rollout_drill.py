@@ -163,6 +163,9 @@ class RolloutDrill:
             "IDEMPOTENCY_PURGE_INTERVAL": "0",
             "DATABASE_URL": self.database_url,
             "TRUSTED_PROXIES": "127.0.0.1",
+            # One key drives the whole drill, at up to --rate through a single instance while
+            # the other is replaced: the per-key rate limit would measure itself, not the rollout.
+            "KEY_RATE_LIMIT": "0",
             **pod_drain_settings(),
         }
 

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import math
+import os
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    if args.workers > 1 and not args.reload:
+        # Spawned workers inherit it, and each takes its share of the per-key limits.
+        os.environ["SERVE_WORKERS"] = str(args.workers)
     options: dict[str, Any] = {
         "app": "branchloans.app:create_app",
         "factory": True,
@@ -53,7 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
         "reload": args.reload,
         "reload_dirs": ["src"] if args.reload else None,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, plus the header size limit and header timeout uvicorn lacks for it; named,
+        # so each worker imports it when it loads the app rather than while it unpickles.
+        "http": "branchloans.edge:GuardedHttpToolsProtocol",
+        "limit_concurrency": settings.http_limit_concurrency,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
         # The application logs one line per request itself; uvicorn's own would double it.
         "access_log": False,
         "log_config": None,

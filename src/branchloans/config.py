@@ -129,6 +129,32 @@ class Settings(BaseSettings):
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
 
+    # The edge of `branchloans serve`, for clients that reach uvicorn without nginx.
+    http_max_header_bytes: Annotated[
+        int, Field(ge=1024, description="largest request line plus headers; more is a 431")
+    ] = 16 * 1024
+    http_header_timeout: Annotated[
+        float, Field(gt=0, description="seconds a request's headers may take to arrive")
+    ] = 10.0
+    http_keep_alive_seconds: Annotated[
+        int, Field(ge=1, description="seconds an idle keep-alive connection stays open")
+    ] = 5
+    http_limit_concurrency: Annotated[
+        int, Field(ge=1, description="connections plus requests per worker; beyond it a 503")
+    ] = 1000
+
+    # Per API key, in each instance; each worker of `serve --workers N` enforces 1/N of them.
+    key_rate_limit: Annotated[
+        int, Field(ge=0, description="requests per KEY_RATE_WINDOW_SECONDS per key; 0: off")
+    ] = 6000
+    key_rate_window_seconds: Annotated[int, Field(ge=1)] = 60
+    key_concurrency_limit: Annotated[
+        int, Field(ge=0, description="requests of one key in flight at once; 0: off")
+    ] = 32
+    serve_workers: Annotated[
+        int, Field(ge=1, description="worker processes; set by `branchloans serve --workers`")
+    ] = 1
+
     db_startup_timeout: Annotated[
         float, Field(ge=0, description="seconds startup waits for Postgres, with backoff")
     ] = 30.0
@@ -177,6 +203,9 @@ class Settings(BaseSettings):
     api_key_cache_seconds: Annotated[
         float, Field(ge=0, description="how long a key lookup is reused; bounds revocation delay")
     ] = 5
+    api_key_unknown_cache_seconds: Annotated[
+        float, Field(ge=0, description="how long an unknown key id is remembered as unknown")
+    ] = 30
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="origins browsers may call the API from, comma-separated; none by default",

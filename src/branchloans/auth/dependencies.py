@@ -1,18 +1,21 @@
-"""FastAPI dependencies that authenticate the caller and demand scopes."""
+"""Authentication before anything reads a body (`AuthenticatedRoute`), the key's limits, and
+the dependencies that demand scopes."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from branchloans.auth.models import Scope
+from branchloans.auth.quotas import KeyQuotas
 from branchloans.auth.service import ANONYMOUS, KeyCache, Principal, authenticate_key
-from branchloans.db import Database
 from branchloans.observability import tracing
 from branchloans.problems import ProblemError
-from branchloans.state import AppState, DatabaseDep, app_state
+from branchloans.routing import DecimalJSONRoute
+from branchloans.state import AppState, app_state, get_database
 
 _REALM = 'Bearer realm="branchloans"'
 
@@ -53,18 +56,27 @@ class InsufficientScopeError(ProblemError):
 @cache  # one cache of keys per application
 def key_cache(state: AppState) -> KeyCache:
     """The application's cache of API keys."""
-    return KeyCache(state.settings.api_key_cache_seconds)
+    settings = state.settings
+    return KeyCache(settings.api_key_cache_seconds, settings.api_key_unknown_cache_seconds)
 
 
-async def _caller(
-    state: AppState, database: Database, credentials: HTTPAuthorizationCredentials | None
-) -> Principal:
+@cache  # one set of counters per application
+def key_quotas(state: AppState) -> KeyQuotas:
+    """The application's rate and concurrency limits per key."""
+    return KeyQuotas(state.settings)
+
+
+async def _caller(request: Request, state: AppState) -> Principal:
     """The caller, from `Authorization: Bearer <key>`; anonymous only while auth is off."""
-    if credentials is None:
+    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    if scheme.lower() != "bearer" or not key:
         if not state.settings.requires_auth:
             return ANONYMOUS
         raise UnauthenticatedError("Send an API key: Authorization: Bearer <key>.", _REALM)
-    principal = await authenticate_key(database, key_cache(state), credentials.credentials)
+    # Before FastAPI resolves any dependency, so the database is asked for as one would be,
+    # through the app's dependency overrides (a test's transaction takes its place there).
+    database_of = request.app.dependency_overrides.get(get_database, get_database)
+    principal = await authenticate_key(await database_of(request), key_cache(state), key)
     if principal is None:
         raise UnauthenticatedError(
             "The API key is unknown or revoked.", f'{_REALM}, error="invalid_token"'
@@ -72,24 +84,46 @@ async def _caller(
     return principal
 
 
+class AuthenticatedRoute(DecimalJSONRoute):
+    """An API route that knows its caller, and holds the key to its limits, before anything
+    reads the body: FastAPI reads and parses a body before it runs any dependency, so a
+    keyless request with a large or malformed body would cost that work and get a 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Wrap the route's handler in authentication and the key's limits."""
+        handler = super().get_route_handler()
+
+        async def authenticated_handler(request: Request) -> Response:
+            state = app_state(request.app)
+            principal = await _caller(request, state)
+            request.state.principal = principal
+            if principal.name is None:  # anonymous, with auth off: no key to limit
+                return await handler(request)
+            tracing.set_attribute(tracing.API_KEY_NAME, principal.name)  # its name, never it
+            quotas = key_quotas(state)
+            quotas.admit(principal.name)
+            try:
+                return await handler(request)
+            finally:
+                quotas.release(principal.name)
+
+        return authenticated_handler
+
+
 @cache
 def requires(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates the caller and lets the request through only with
-    `scope`; it returns the caller.
+    """A dependency that lets the request through only when its caller, whom
+    `AuthenticatedRoute` found, has `scope`; it returns the caller.
 
-    One dependency rather than a chain of them: FastAPI's cost per request grows with each.
     The same function for the same scope, so FastAPI runs it once however often it is named.
     """
 
     async def authorize(
         request: Request,
-        database: DatabaseDep,
+        # Named so that OpenAPI documents the scheme; the route checked the key itself.
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        # The state read directly: a dependency of its own costs every request.
-        principal = await _caller(app_state(request.app), database, credentials)
-        if principal.name is not None:  # the key's name, never the key
-            tracing.set_attribute(tracing.API_KEY_NAME, principal.name)
+        principal: Principal = request.state.principal
         if scope not in principal.scopes:
             raise InsufficientScopeError(scope)
         return principal

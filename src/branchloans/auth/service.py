@@ -3,13 +3,13 @@
 import hashlib
 import hmac
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 import asyncpg
+from cachetools import TTLCache
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from sqlalchemy import bindparam, func, insert, select, update
 
@@ -140,28 +140,31 @@ async def revoke_api_key(queries: Queries, name: str) -> bool:
 
 
 class KeyCache:
-    """Active keys by id, each remembered for `ttl` seconds.
+    """Active keys by id for `ttl` seconds, and ids known to be no active key for
+    `unknown_ttl` seconds, each bounded to `max_entries`.
 
     A revoked key stops working within `ttl` seconds; meanwhile most requests cost no query.
+    Unknown ids are kept apart, so a flood of made-up ids costs one query each at most and
+    never pushes a real key out.
     """
 
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, _KeyRecord | None]] = {}
+    def __init__(self, ttl: float, unknown_ttl: float = 30, max_entries: int = 10_000) -> None:
+        self._known: TTLCache[str, _KeyRecord] = TTLCache(max_entries, ttl)
+        self._unknown: TTLCache[str, bool] = TTLCache(max_entries, unknown_ttl)
 
     def get(self, key_id: str) -> tuple[bool, _KeyRecord | None]:
         """(found, record); record None means "known not to be an active key"."""
-        entry = self._entries.get(key_id)
-        if entry is None or entry[0] < time.monotonic():
-            return False, None
-        return True, entry[1]
+        record = self._known.get(key_id)
+        if record is not None:
+            return True, record
+        return key_id in self._unknown, None
 
     def put(self, key_id: str, record: _KeyRecord | None) -> None:
-        """Remember a lookup's outcome; unknown ids too, so guessing costs no query."""
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[key_id] = (time.monotonic() + self.ttl, record)
+        """Remember a lookup's outcome; unknown ids too, so guessing again costs no query."""
+        if record is None:
+            self._unknown[key_id] = True
+        else:
+            self._known[key_id] = record
 
 
 _ACTIVE_KEY = Statement.compile(

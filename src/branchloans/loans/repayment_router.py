@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
+from branchloans.auth.dependencies import AuthenticatedRoute
 from branchloans.db import Transaction
 from branchloans.loans import repayments
 from branchloans.loans.dependencies import (
@@ -19,10 +20,9 @@ from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.repayment_schemas import RepaymentCreate, RepaymentRead
 from branchloans.loans.writes import write
 from branchloans.responses import JSONResponse
-from branchloans.routing import DecimalJSONRoute
 from branchloans.state import DatabaseDep
 
-router = APIRouter(prefix="/api", tags=["repayments"], route_class=DecimalJSONRoute)
+router = APIRouter(prefix="/api", tags=["repayments"], route_class=AuthenticatedRoute)
 REPAYMENTS_PATH = "/loans/{loan_id}/repayments"
 
 ALLOCATION_ORDER = """A payment made on day D is allocated, each step oldest instalment first:

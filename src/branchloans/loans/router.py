@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints
 
+from branchloans.auth.dependencies import AuthenticatedRoute
 from branchloans.db import Transaction
 from branchloans.loans import listing, repayments, service
 from branchloans.loans.cursor import Position
@@ -34,7 +35,6 @@ from branchloans.loans.rows import VersionedLoan
 from branchloans.loans.schemas import LoanCreate, LoanEventRead, LoanRead, LoanStats
 from branchloans.loans.writes import LoanActionDep, loan_response, write
 from branchloans.responses import JSONResponse
-from branchloans.routing import DecimalJSONRoute
 from branchloans.state import DatabaseDep, ReadDatabaseDep
 from branchloans.text import StoredLine
 
@@ -52,7 +52,7 @@ _LOAN_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     422: _problem("The id is not a UUID."),
 }
 
-router = APIRouter(prefix="/api", tags=["loans"], route_class=DecimalJSONRoute)
+router = APIRouter(prefix="/api", tags=["loans"], route_class=AuthenticatedRoute)
 LOAN_PATH = "/loans/{loan_id}"
 
 

@@ -1,0 +1,69 @@
+"""What the per-key limits cost: get by id with the limiter on and off, in one run.
+
+    uv run python -m bench.run --limits --loans 10000
+
+"On" is the service as the benchmark always runs it: every request counted against its
+key's rate and held as one of its requests in flight, with limits set too high for one key's
+load to reach (it would measure refusals, not cost). "Off" sets both limits to 0. Each round
+measures both, a different one first.
+"""
+
+import asyncio
+import statistics
+from datetime import UTC, datetime
+
+from bench.processes import Bench, command, free_port, log, start
+from bench.report import machine
+from bench.scenarios import get_lines, measure, targets
+from bench.tracing import found_loans
+
+ROUNDS = 4
+
+
+def _serve_unlimited(bench: Bench) -> int:
+    port = free_port()
+    argv = [*command("branchloans"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    start(
+        bench,
+        "limiter-off",
+        [*argv, "--workers", str(bench.args.workers)],
+        port,
+        KEY_RATE_LIMIT="0",
+        KEY_CONCURRENCY_LIMIT="0",
+    )
+    return port
+
+
+def run_limits(bench: Bench) -> None:
+    """Measure both sides, round after round, and print the figures as Markdown."""
+    lines = get_lines(asyncio.run(targets(bench)).ids)
+    order = [("limiter on", bench.services[""]), ("limiter off", _serve_unlimited(bench))]
+    for number in range(ROUNDS):
+        log(f"round {number + 1} of {ROUNDS}")
+        for side, port in order:
+            measure(bench, f"round {number + 1}", f"get by id, {side}", port, lines)
+        order = order[1:] + order[:1]
+    _report(bench)
+
+
+def _report(bench: Bench) -> None:
+    args = bench.args
+    print(f"## Per-key limits, run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
+    print(f"Machine: {machine()}; load average before the run {args.load_before}.")
+    print(
+        f"wrk: {args.threads} threads, {args.connections} connections, {args.duration} s per"
+        f" scenario after {args.warmup} s of warm-up; `--workers {args.workers}`;"
+        f" {found_loans(bench)} loans.\n"
+    )
+    print("| scenario | side | req/s per round | mean req/s | p50 ms | p99 ms | vs off |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    off = statistics.mean(r.rate for r in bench.results if r.scenario.endswith("limiter off"))
+    for side in ("limiter off", "limiter on"):
+        runs = [r for r in bench.results if r.scenario == f"get by id, {side}"]
+        rate = statistics.mean(r.rate for r in runs)
+        print(
+            f"| get by id | {side} | {' / '.join(f'{r.rate:.0f}' for r in runs)}"
+            f" | {rate:.0f} | {statistics.mean(r.p50_ms for r in runs):.2f}"
+            f" | {statistics.mean(r.p99_ms for r in runs):.2f} | {rate / off:.3f} |"
+        )
+    print()
