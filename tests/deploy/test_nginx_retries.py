@@ -16,7 +16,6 @@ from typing import Literal
 
 import httpx
 import pytest
-import uvicorn
 
 from branchloans.app import create_app
 from branchloans.certs import ensure_certificates
@@ -229,7 +228,11 @@ def test_every_post_route_takes_the_idempotency_key_nginx_resends_on() -> None:
 
 
 def test_nginx_lets_idle_connections_go_before_the_api_closes_them() -> None:
-    (seconds,) = re.findall(r"^\s*keepalive_timeout (\d+)s;", NGINX_TEMPLATE.read_text(), re.M)
+    upstream = re.search(
+        r"^upstream branchloans_api \{(.*?)^\}", NGINX_TEMPLATE.read_text(), re.M | re.S
+    )
+    assert upstream is not None
+    (seconds,) = re.findall(r"^\s*keepalive_timeout (\d+)s;", upstream.group(1), re.M)
 
-    # `branchloans serve` keeps uvicorn's default keep-alive.
-    assert int(seconds) < uvicorn.Config(app="branchloans.app:create_app").timeout_keep_alive
+    # `branchloans serve` passes HTTP_KEEP_ALIVE_SECONDS to uvicorn.
+    assert int(seconds) < make_settings(SERVER_URL).http_keep_alive_seconds
