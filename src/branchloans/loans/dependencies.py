@@ -66,19 +66,14 @@ ENTITY_TAGS_MAX_LENGTH = 256
 """Characters an If-Match or If-None-Match header may have: a score of a loan's ETags."""
 # A loan's version is a Postgres integer: ten digits at most.
 _VERSION_MAX_DIGITS = 10
+_STILL_HAS_ETAG = 'if the loan still has this ETag, e.g. `"3"`.'
 IfMatchHeader = Annotated[
     str | None,
-    Header(
-        max_length=ENTITY_TAGS_MAX_LENGTH,
-        description='Only act if the loan still has this ETag, e.g. `"3"`.',
-    ),
+    Header(max_length=ENTITY_TAGS_MAX_LENGTH, description=f"Only act {_STILL_HAS_ETAG}"),
 ]
 IfNoneMatchHeader = Annotated[
     str | None,
-    Header(
-        max_length=ENTITY_TAGS_MAX_LENGTH,
-        description='Answer 304 if the loan still has this ETag, e.g. `"3"`.',
-    ),
+    Header(max_length=ENTITY_TAGS_MAX_LENGTH, description=f"Answer 304 {_STILL_HAS_ETAG}"),
 ]
 
 
