@@ -103,11 +103,7 @@ def _list_statement(*shape: bool) -> Statement:
 
 
 async def list_loans(
-    queries: Queries,
-    where: LoanFilter,
-    *,
-    limit: int,
-    after: Position | None = None,
+    queries: Queries, where: LoanFilter, *, limit: int, after: Position | None = None
 ) -> LoanPage:
     """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
     # One row more than the page says whether another page follows.

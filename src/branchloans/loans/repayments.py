@@ -142,7 +142,7 @@ def _check_payment(
     amount = payment.amount.quantize(minor_unit(loan["currency"]))
     if payment.amount != amount:
         raise PaymentRefusedError(
-            f"{loan['currency']} amounts have at most {MINOR_UNITS[loan['currency']]} decimals.",
+            f"{loan['currency']} amounts have at most {MINOR_UNITS[loan['currency']]} decimals."
         )
     paid_at = (payment.paid_at or now).astimezone(UTC)
     if paid_at > now:
@@ -221,10 +221,7 @@ async def serviced_schedule(queries: Queries, loan_id: uuid.UUID, today: date) -
     owing = loan["status"] is LoanStatus.DISBURSED
     instalments = [
         ServicedInstalment(
-            **instalment.model_dump(),
-            paid=paid,
-            remaining=remaining,
-            overdue=overdue and owing,
+            **instalment.model_dump(), paid=paid, remaining=remaining, overdue=overdue and owing
         )
         for instalment, paid, remaining, overdue in ledger.rows(today)
     ]

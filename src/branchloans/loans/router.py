@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints
 
 from branchloans.auth.dependencies import AuthenticatedRoute
-from branchloans.db import Transaction
+from branchloans.db import Queries, Transaction
 from branchloans.loans import listing, repayments, service
 from branchloans.loans.cursor import Position
 from branchloans.loans.dependencies import (
@@ -119,18 +119,9 @@ async def list_loans(
 
 def _refuse_extra_decimals(application: LoanCreate) -> None:
     # Reported as a field error at `amount`, alongside the ones pydantic finds on its own.
-    message = application.amount_decimals_error()
-    if message is not None:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "too_many_decimals",
-                    "loc": ("body", "amount"),
-                    "msg": message,
-                    "input": application.amount,
-                }
-            ]
-        )
+    if (message := application.amount_decimals_error()) is not None:
+        error = {"type": "too_many_decimals", "loc": ("body", "amount"), "msg": message}
+        raise RequestValidationError([{**error, "input": application.amount}])
 
 
 @router.get(
@@ -145,9 +136,7 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
     },
 )
 async def get_loan(
-    loan_id: uuid.UUID,
-    database: DatabaseDep,
-    if_none_match: IfNoneMatchHeader = None,
+    loan_id: uuid.UUID, database: DatabaseDep, if_none_match: IfNoneMatchHeader = None
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
     loan = await service.read_loan(database, loan_id)
@@ -224,23 +213,17 @@ async def create_loan(
     _refuse_extra_decimals(application)
     context = change_context(writer)
 
-    def created(loan: VersionedLoan) -> Response:
+    async def create(queries: Queries) -> Response:
+        loan = await service.create_loan(queries, application, context)
         # Formatted from the route's own template: url_for searches every route per call.
-        location = (
-            request.scope.get("root_path", "")
-            + router.prefix
-            + LOAN_PATH.format(loan_id=loan.loan["id"])
-        )
+        path = router.prefix + LOAN_PATH.format(loan_id=loan.loan["id"])
+        location = request.scope.get("root_path", "") + path
         return loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
         # One statement, its own transaction: the loan and its first event commit together.
-        response = created(await service.create_loan(database, application, context))
+        response = await create(database)
     else:
-
-        async def create(transaction: Transaction) -> Response:
-            return created(await service.create_loan(transaction, application, context))
-
         response = await write(request, database, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
     if (

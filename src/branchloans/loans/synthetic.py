@@ -263,9 +263,7 @@ def generate_batch(plan: Plan, index: int) -> Batch:
             disbursed = datetime.fromisoformat(disbursed_at).timestamp()
             until = plan.end if status == "disbursed" else changed
             history, ledger = payment_history(
-                rng,
-                PaidOut(amount, market.currency, term, rate_text, disbursed, until),
-                status,
+                rng, PaidOut(amount, market.currency, term, rate_text, disbursed, until), status
             )
             for paid, paid_at, parts in history:
                 repayments.append(
@@ -344,9 +342,7 @@ async def load_synthetic_loans(connection: Any, count: int, seed: int | None = N
     """
     started = time.perf_counter()
     plan = Plan(
-        count,
-        str(seed if seed is not None else os.urandom(8).hex()),
-        datetime.now(UTC).timestamp(),
+        count, str(seed if seed is not None else os.urandom(8).hex()), datetime.now(UTC).timestamp()
     )
     async with connection.transaction():
         rows: float = await connection.fetchval(
