@@ -79,7 +79,6 @@ class LoanRead(BaseModel):
     """A loan as the API shows it."""
 
     model_config = ConfigDict(
-        from_attributes=True,
         json_schema_extra={
             "examples": [
                 {
@@ -200,7 +199,6 @@ class LoanEventRead(BaseModel):
     """One entry of a loan's history."""
 
     model_config = ConfigDict(
-        from_attributes=True,
         json_schema_extra={
             "examples": [
                 {
