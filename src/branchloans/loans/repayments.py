@@ -116,8 +116,7 @@ _RECORD = _record_statement()
 
 def _read(row: Any) -> RepaymentRead:
     # The payment's columns, then the loan's status and currency.
-    values = dict(row)
-    return RepaymentRead(**values, loan_status=values["status"])
+    return RepaymentRead(**row, loan_status=row["status"])
 
 
 async def _locked_loan(transaction: Transaction, loan_id: uuid.UUID) -> LoanRow:

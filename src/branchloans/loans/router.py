@@ -104,13 +104,7 @@ async def list_loans(
     page (the same query with a `cursor`); a deep page costs what the first one costs. A
     cursor is signed and bound to its filters: with other filters it is a 422.
     """
-    where = LoanFilter(
-        status=loan_status,
-        currency=currency,
-        borrower_id=borrower_id,
-        created_after=created_after,
-        created_before=created_before,
-    )
+    where = LoanFilter(loan_status, currency, borrower_id, created_after, created_before)
     after = cursor_position(request, cursor, where)
     page = await listing.list_loans(database, where, limit=limit, after=after)
     headers = {"Link": _next_link(request, page.next, where)} if page.next else None
