@@ -65,12 +65,9 @@ def _hash(key: str) -> str:
 
 
 def _key_id(key: str) -> str | None:
-    if not key.startswith(KEY_PREFIX):
-        return None
-    key_id, separator, secret = key.removeprefix(KEY_PREFIX).partition("_")
-    if not separator or not secret or len(key_id) != _ID_BYTES * 2:
-        return None
-    return key_id
+    key_id, _, secret = key.removeprefix(KEY_PREFIX).partition("_")
+    well_formed = key.startswith(KEY_PREFIX) and secret and len(key_id) == _ID_BYTES * 2
+    return key_id if well_formed else None
 
 
 def parse_scopes(text: str) -> list[Scope]:

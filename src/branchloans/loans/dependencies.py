@@ -42,6 +42,17 @@ IdempotencyKeyHeader = Annotated[
         examples=["3f1c2a4e-8d0b-4d8e-9a53-1f0e2c7b9d11"],
     ),
 ]
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response; its body is set to the Problem schema when the document is built."""
+    return {"description": description}
+
+
+LOAN_NOT_FOUND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: problem_response("No loan has this id."),
+    422: problem_response("The id is not a UUID."),
+}
 KEYS_EXHAUSTED_RESPONSE: dict[int | str, dict[str, Any]] = {
     429: {
         "description": "This client stored as many new Idempotency-Keys as the window allows; "
@@ -55,19 +66,14 @@ ENTITY_TAGS_MAX_LENGTH = 256
 """Characters an If-Match or If-None-Match header may have: a score of a loan's ETags."""
 # A loan's version is a Postgres integer: ten digits at most.
 _VERSION_MAX_DIGITS = 10
+_STILL_HAS_ETAG = 'if the loan still has this ETag, e.g. `"3"`.'
 IfMatchHeader = Annotated[
     str | None,
-    Header(
-        max_length=ENTITY_TAGS_MAX_LENGTH,
-        description='Only act if the loan still has this ETag, e.g. `"3"`.',
-    ),
+    Header(max_length=ENTITY_TAGS_MAX_LENGTH, description=f"Only act {_STILL_HAS_ETAG}"),
 ]
 IfNoneMatchHeader = Annotated[
     str | None,
-    Header(
-        max_length=ENTITY_TAGS_MAX_LENGTH,
-        description='Answer 304 if the loan still has this ETag, e.g. `"3"`.',
-    ),
+    Header(max_length=ENTITY_TAGS_MAX_LENGTH, description=f"Answer 304 {_STILL_HAS_ETAG}"),
 ]
 
 

@@ -83,10 +83,7 @@ def _in_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 """An ISO 8601 time with an offset, converted to UTC; a 422 when UTC cannot hold it."""
 
-DecimalNumber = Annotated[
-    Decimal,
-    WithJsonSchema({"type": "number"}, mode="serialization"),
-]
+DecimalNumber = Annotated[Decimal, WithJsonSchema({"type": "number"}, mode="serialization")]
 """A Decimal that the API writes as an exact JSON number."""
 
 BorrowerId = StoredLine[
@@ -128,9 +125,7 @@ Amount = Annotated[
     BeforeValidator(refuse_bool),
     Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False),
     _number_schema(
-        f"Principal. {_decimals_description()}",
-        exclusiveMinimum=Decimal(0),
-        maximum=MAX_AMOUNT,
+        f"Principal. {_decimals_description()}", exclusiveMinimum=Decimal(0), maximum=MAX_AMOUNT
     ),
 ]
 
@@ -167,9 +162,6 @@ InterestRateApr = Annotated[
     Field(ge=0, le=MAX_APR, allow_inf_nan=False),
     AfterValidator(_at_most_two_decimals),
     _number_schema(
-        "Annual rate in percent, 2 decimals.",
-        minimum=Decimal(0),
-        maximum=MAX_APR,
-        multipleOf=CENT,
+        "Annual rate in percent, 2 decimals.", minimum=Decimal(0), maximum=MAX_APR, multipleOf=CENT
     ),
 ]

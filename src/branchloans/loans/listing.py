@@ -55,15 +55,9 @@ def list_statement(
     A keyset page: each filter and the position are conditions on an index whose order is
     the list order, so the page costs the same however deep it is.
     """
-    shape = (
-        where.status is not None,
-        where.currency is not None,
-        where.borrower_id is not None,
-        where.created_after is not None,
-        where.created_before is not None,
-        after is not None,
-    )
     values: dict[str, Any] = {**asdict(where), "limit": limit}
+    # Which filters are set, in `_list_shape`'s order (LoanFilter's), and whether `after` is.
+    shape = (*(value is not None for value in asdict(where).values()), after is not None)
     if after is not None:
         values.update(after_created_at=after.created_at, after_id=after.id)
     return _list_statement(*shape), values
@@ -103,11 +97,7 @@ def _list_statement(*shape: bool) -> Statement:
 
 
 async def list_loans(
-    queries: Queries,
-    where: LoanFilter,
-    *,
-    limit: int,
-    after: Position | None = None,
+    queries: Queries, where: LoanFilter, *, limit: int, after: Position | None = None
 ) -> LoanPage:
     """Up to `limit` loans that pass the filter, newest first, starting after `after`."""
     # One row more than the page says whether another page follows.

@@ -4,7 +4,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Annotated
 
 import structlog
@@ -26,30 +26,18 @@ class LoanMetrics:
     """`loans_created_total` and `loans_created_amount_total`, by currency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.created = Counter(
-            "loans_created_total",
-            "Loans created (committed), by currency.",
-            ["currency"],
-            registry=registry,
-        )
-        self.amount = Counter(
+        by_currency = partial(Counter, labelnames=["currency"], registry=registry)
+        self.created = by_currency("loans_created_total", "Loans created (committed), by currency.")
+        self.amount = by_currency(
             "loans_created_amount_total",
             "Principal of the loans created (committed), in units of their currency.",
-            ["currency"],
-            registry=registry,
         )
-
-        self.repayments = Counter(
-            "repayments_received_total",
-            "Payments recorded on loans (committed), by currency.",
-            ["currency"],
-            registry=registry,
+        self.repayments = by_currency(
+            "repayments_received_total", "Payments recorded on loans (committed), by currency."
         )
-        self.repaid_amount = Counter(
+        self.repaid_amount = by_currency(
             "repayments_received_amount_total",
             "Amount of the payments recorded (committed), in units of their currency.",
-            ["currency"],
-            registry=registry,
         )
 
     def repayment_received(self, currency: str, amount: Decimal) -> None:
@@ -110,21 +98,19 @@ class LoanFigures(ScrapeFigures):
             yield from self._book_figures()
 
     def _book_figures(self) -> Iterator[Metric]:
-        outstanding = GaugeMetricFamily(
+        by_currency = partial(GaugeMetricFamily, labels=["currency"])
+        outstanding = by_currency(
             "loans_outstanding_principal",
             "Principal not yet repaid of disbursed loans, in units of their currency.",
-            labels=["currency"],
         )
-        par_30 = GaugeMetricFamily(
+        par_30 = by_currency(
             "loans_par30_ratio",
             "Portfolio at risk 30: the share of the outstanding principal in loans with a "
             "payment more than 30 days overdue (0 to 1).",
-            labels=["currency"],
         )
-        par_30_amount = GaugeMetricFamily(
+        par_30_amount = by_currency(
             "loans_par30_amount",
             "Outstanding principal of loans with a payment more than 30 days overdue.",
-            labels=["currency"],
         )
         for currency, book in self._book.items():
             outstanding.add_metric([currency], float(book.outstanding_principal))

@@ -83,9 +83,7 @@ class Loan(Base):
     amount: Mapped[Decimal] = mapped_column(Numeric)
     currency: Mapped[str] = mapped_column(CHAR(3))
     status: Mapped[LoanStatus] = mapped_column(
-        _status_type(),
-        default=LoanStatus.PENDING,
-        server_default=LoanStatus.PENDING.value,
+        _status_type(), default=LoanStatus.PENDING, server_default=LoanStatus.PENDING.value
     )
     term_months: Mapped[int | None] = mapped_column(Integer)
     interest_rate_apr: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))

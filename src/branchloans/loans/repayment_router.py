@@ -1,7 +1,6 @@
 """HTTP endpoints for a loan's repayments."""
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
@@ -10,11 +9,13 @@ from branchloans.db import Transaction
 from branchloans.loans import repayments
 from branchloans.loans.dependencies import (
     KEYS_EXHAUSTED_RESPONSE,
+    LOAN_NOT_FOUND_RESPONSES,
     READ,
     IdempotencyKeyHeader,
     NowDep,
     WriterDep,
     change_context,
+    problem_response,
 )
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.repayment_schemas import RepaymentCreate, RepaymentRead
@@ -38,10 +39,6 @@ current instalments: a payment that reaches it moves the loan to `repaid`, and t
 later instalments is never charged. A larger payment is refused (422, with `payoff_amount`)."""
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description}
-
-
 @router.post(
     REPAYMENTS_PATH,
     response_model=RepaymentRead,
@@ -49,12 +46,12 @@ def _problem(description: str) -> dict[str, Any]:
     summary="Record a payment on a disbursed loan",
     description=ALLOCATION_ORDER,
     responses={
-        404: _problem("No loan has this id."),
-        409: _problem(
+        404: problem_response("No loan has this id."),
+        409: problem_response(
             "The loan is not disbursed (`current_status` names its status), or a request with "
             "this Idempotency-Key is still being processed."
         ),
-        422: _problem(
+        422: problem_response(
             "The amount is invalid, finer than the currency's minor unit, or more than the "
             "payoff amount (`payoff_amount` says it); `paid_at` is in the future or before the "
             "disbursement; or the Idempotency-Key was used for a different request."
@@ -94,7 +91,7 @@ async def record_repayment(
     response_model=list[RepaymentRead],
     summary="A loan's payments, oldest first",
     dependencies=READ,
-    responses={404: _problem("No loan has this id."), 422: _problem("The id is not a UUID.")},
+    responses=LOAN_NOT_FOUND_RESPONSES,
 )
 async def list_repayments(loan_id: uuid.UUID, database: DatabaseDep) -> JSONResponse:
     """Every payment recorded on the loan, oldest first, with its allocation."""

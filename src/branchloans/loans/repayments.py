@@ -116,14 +116,21 @@ _RECORD = _record_statement()
 
 def _read(row: Any) -> RepaymentRead:
     # The payment's columns, then the loan's status and currency.
-    values = dict(row)
-    return RepaymentRead(**values, loan_status=values["status"])
+    return RepaymentRead(**row, loan_status=row["status"])
 
 
-def _ledger(schedule: RepaymentSchedule, allocations: list[Any]) -> Ledger:
+async def _locked_loan(transaction: Transaction, loan_id: uuid.UUID) -> LoanRow:
+    row = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
+    if row is None:
+        raise LoanNotFoundError(loan_id)
+    return loan_row(row)
+
+
+async def _ledger(queries: Queries, loan_id: uuid.UUID, schedule: RepaymentSchedule) -> Ledger:
+    # The payments' allocations, oldest first, against the schedule.
+    rows = await queries.fetch(_ALLOCATIONS, loan_id=loan_id)
     return Ledger(
-        schedule.instalments,
-        (Allocated.of_json(part) for allocation in allocations for part in allocation),
+        schedule.instalments, (Allocated.of_json(part) for row in rows for part in row[0])
     )
 
 
@@ -134,7 +141,7 @@ def _check_payment(
     amount = payment.amount.quantize(minor_unit(loan["currency"]))
     if payment.amount != amount:
         raise PaymentRefusedError(
-            f"{loan['currency']} amounts have at most {MINOR_UNITS[loan['currency']]} decimals.",
+            f"{loan['currency']} amounts have at most {MINOR_UNITS[loan['currency']]} decimals."
         )
     paid_at = (payment.paid_at or now).astimezone(UTC)
     if paid_at > now:
@@ -160,15 +167,11 @@ async def record_repayment(
     `PaymentRefusedError` for an amount beyond the payoff amount (which it names) or finer than
     the currency's minor unit, or a `paid_at` in the future or before the disbursement.
     """
-    row = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
-    if row is None:
-        raise LoanNotFoundError(loan_id)
-    loan = loan_row(row)
+    loan = await _locked_loan(transaction, loan_id)
     if loan["status"] is not LoanStatus.DISBURSED:
         raise RepaymentNotAllowedError(loan["status"])
     amount, paid_at = _check_payment(loan, payment, now)
-    allocations = [record[0] for record in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
-    ledger = _ledger(schedule_of(loan), allocations)
+    ledger = await _ledger(transaction, loan_id, schedule_of(loan))
     try:
         parts = ledger.allocate(amount, paid_at.date())
     except OverpaymentError as error:
@@ -211,17 +214,13 @@ async def serviced_schedule(queries: Queries, loan_id: uuid.UUID, today: date) -
     """The loan's schedule with what has been paid and what is owed as of `today`."""
     loan = (await read_loan(queries, loan_id)).loan
     schedule = schedule_of(loan)
-    allocations = [row[0] for row in await queries.fetch(_ALLOCATIONS, loan_id=loan_id)]
-    ledger = _ledger(schedule, allocations)
+    ledger = await _ledger(queries, loan_id, schedule)
     # Only a disbursed loan owes anything: before, nothing was lent; after, it is settled
     # (repaid, or written off).
     owing = loan["status"] is LoanStatus.DISBURSED
     instalments = [
         ServicedInstalment(
-            **instalment.model_dump(),
-            paid=paid,
-            remaining=remaining,
-            overdue=overdue and owing,
+            **instalment.model_dump(), paid=paid, remaining=remaining, overdue=overdue and owing
         )
         for instalment, paid, remaining, overdue in ledger.rows(today)
     ]
@@ -249,18 +248,14 @@ async def default_loan(
     otherwise (`TransitionNotAllowedError` for a loan that is not disbursed). A loan without a
     schedule (no term or rate) has no due dates to miss: it may be written off, whole, any time.
     """
-    row = await transaction.fetchrow(_LOCK_LOAN, loan_id=loan_id)
-    if row is None:
-        raise LoanNotFoundError(loan_id)
-    loan = loan_row(row)
+    loan = await _locked_loan(transaction, loan_id)
     amount = None
     if loan["status"] is LoanStatus.DISBURSED and (
         loan["term_months"] is None or loan["interest_rate_apr"] is None
     ):
         amount = loan["amount"]
     elif loan["status"] is LoanStatus.DISBURSED:
-        allocations = [r[0] for r in await transaction.fetch(_ALLOCATIONS, loan_id=loan_id)]
-        ledger = _ledger(schedule_of(loan), allocations)
+        ledger = await _ledger(transaction, loan_id, schedule_of(loan))
         if not ledger.days_past_due(today):
             raise NothingPastDueError(loan_id)
         amount = ledger.payoff_amount(today)

@@ -8,11 +8,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints
 
 from branchloans.auth.dependencies import AuthenticatedRoute
-from branchloans.db import Transaction
+from branchloans.db import Queries, Transaction
 from branchloans.loans import listing, repayments, service
 from branchloans.loans.cursor import Position
 from branchloans.loans.dependencies import (
     KEYS_EXHAUSTED_RESPONSE,
+    LOAN_NOT_FOUND_RESPONSES,
     READ,
     CursorQuery,
     IdempotencyKeyHeader,
@@ -23,6 +24,7 @@ from branchloans.loans.dependencies import (
     cursor_position,
     entity_tags,
     next_cursor,
+    problem_response,
 )
 from branchloans.loans.errors import etag
 from branchloans.loans.fields import Currency, UtcDatetime
@@ -38,18 +40,8 @@ from branchloans.responses import JSONResponse
 from branchloans.state import DatabaseDep, ReadDatabaseDep
 from branchloans.text import StoredLine
 
-
-def _problem(description: str) -> dict[str, Any]:
-    # The body is set to the Problem schema when the OpenAPI document is built.
-    return {"description": description}
-
-
 _ETAG_HEADER = {
     "ETag": {"description": "The loan's version, for If-Match.", "schema": {"type": "string"}}
-}
-_LOAN_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: _problem("No loan has this id."),
-    422: _problem("The id is not a UUID."),
 }
 
 router = APIRouter(prefix="/api", tags=["loans"], route_class=AuthenticatedRoute)
@@ -81,7 +73,7 @@ def _next_link(request: Request, position: Position, where: LoanFilter) -> str:
     dependencies=READ,
     responses={
         200: {"headers": _NEXT_LINK_HEADER},
-        422: _problem("A filter, `limit` or `cursor` is invalid; `errors` names it."),
+        422: problem_response("A filter, `limit` or `cursor` is invalid; `errors` names it."),
     },
 )
 async def list_loans(
@@ -112,13 +104,7 @@ async def list_loans(
     page (the same query with a `cursor`); a deep page costs what the first one costs. A
     cursor is signed and bound to its filters: with other filters it is a 422.
     """
-    where = LoanFilter(
-        status=loan_status,
-        currency=currency,
-        borrower_id=borrower_id,
-        created_after=created_after,
-        created_before=created_before,
-    )
+    where = LoanFilter(loan_status, currency, borrower_id, created_after, created_before)
     after = cursor_position(request, cursor, where)
     page = await listing.list_loans(database, where, limit=limit, after=after)
     headers = {"Link": _next_link(request, page.next, where)} if page.next else None
@@ -127,18 +113,9 @@ async def list_loans(
 
 def _refuse_extra_decimals(application: LoanCreate) -> None:
     # Reported as a field error at `amount`, alongside the ones pydantic finds on its own.
-    message = application.amount_decimals_error()
-    if message is not None:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "too_many_decimals",
-                    "loc": ("body", "amount"),
-                    "msg": message,
-                    "input": application.amount,
-                }
-            ]
-        )
+    if (message := application.amount_decimals_error()) is not None:
+        error = {"type": "too_many_decimals", "loc": ("body", "amount"), "msg": message}
+        raise RequestValidationError([{**error, "input": application.amount}])
 
 
 @router.get(
@@ -149,13 +126,11 @@ def _refuse_extra_decimals(application: LoanCreate) -> None:
     responses={
         200: {"headers": _ETAG_HEADER},
         304: {"description": "The loan still has the version If-None-Match names."},
-        **_LOAN_NOT_FOUND,
+        **LOAN_NOT_FOUND_RESPONSES,
     },
 )
 async def get_loan(
-    loan_id: uuid.UUID,
-    database: DatabaseDep,
-    if_none_match: IfNoneMatchHeader = None,
+    loan_id: uuid.UUID, database: DatabaseDep, if_none_match: IfNoneMatchHeader = None
 ) -> Response:
     """The loan with this id, with its version as `ETag`."""
     loan = await service.read_loan(database, loan_id)
@@ -173,8 +148,8 @@ async def get_loan(
     summary="Repayment schedule of a loan",
     dependencies=READ,
     responses={
-        **_LOAN_NOT_FOUND,
-        409: _problem(
+        **LOAN_NOT_FOUND_RESPONSES,
+        409: problem_response(
             "No schedule exists: the loan has no term or no rate (`missing` lists which), "
             "or an amount its currency cannot pay exactly."
         ),
@@ -209,12 +184,12 @@ async def get_schedule(loan_id: uuid.UUID, database: ReadDatabaseDep, now: NowDe
                 **_ETAG_HEADER,
             }
         },
-        400: _problem("The body is not valid JSON."),
-        409: _problem("A request with this Idempotency-Key is still being processed."),
-        413: _problem("The body is larger than the server accepts."),
-        415: _problem("The body is not JSON."),
+        400: problem_response("The body is not valid JSON."),
+        409: problem_response("A request with this Idempotency-Key is still being processed."),
+        413: problem_response("The body is larger than the server accepts."),
+        415: problem_response("The body is not JSON."),
         **KEYS_EXHAUSTED_RESPONSE,
-        422: _problem(
+        422: problem_response(
             "A field is missing or invalid (`errors` names each one), or the "
             "Idempotency-Key was used for a different request."
         ),
@@ -232,23 +207,17 @@ async def create_loan(
     _refuse_extra_decimals(application)
     context = change_context(writer)
 
-    def created(loan: VersionedLoan) -> Response:
+    async def create(queries: Queries) -> Response:
+        loan = await service.create_loan(queries, application, context)
         # Formatted from the route's own template: url_for searches every route per call.
-        location = (
-            request.scope.get("root_path", "")
-            + router.prefix
-            + LOAN_PATH.format(loan_id=loan.loan["id"])
-        )
+        path = router.prefix + LOAN_PATH.format(loan_id=loan.loan["id"])
+        location = request.scope.get("root_path", "") + path
         return loan_response(loan, status.HTTP_201_CREATED, Location=location)
 
     if idempotency_key is None:
         # One statement, its own transaction: the loan and its first event commit together.
-        response = created(await service.create_loan(database, application, context))
+        response = await create(database)
     else:
-
-        async def create(transaction: Transaction) -> Response:
-            return created(await service.create_loan(transaction, application, context))
-
         response = await write(request, database, idempotency_key, context.scope, create)
     # Counted once committed, and once per loan: a replayed answer created nothing.
     if (
@@ -264,7 +233,7 @@ async def create_loan(
     response_model=list[LoanEventRead],
     summary="A loan's history",
     dependencies=READ,
-    responses=_LOAN_NOT_FOUND,
+    responses=LOAN_NOT_FOUND_RESPONSES,
 )
 async def list_loan_events(loan_id: uuid.UUID, database: ReadDatabaseDep) -> JSONResponse:
     """Every status change of the loan, its creation first."""
@@ -287,12 +256,12 @@ def _action_route(action: LoanAction) -> dict[str, Any]:
         ),
         "responses": {
             200: {"headers": _ETAG_HEADER},
-            **_LOAN_NOT_FOUND,
-            409: _problem(
+            **LOAN_NOT_FOUND_RESPONSES,
+            409: problem_response(
                 f"The loan is not {sources}; the problem names `current_status` and "
                 "`allowed_actions`. Or a request with this Idempotency-Key is still running."
             ),
-            412: _problem("If-Match names a version the loan no longer has."),
+            412: problem_response("If-Match names a version the loan no longer has."),
             **KEYS_EXHAUSTED_RESPONSE,
         },
     }

@@ -10,19 +10,6 @@ from typing import Any, TypedDict, cast
 from branchloans.currencies import in_minor_units
 from branchloans.loans.models import Loan, LoanStatus
 
-# What the API shows of a loan, in LoanRow's order.
-LOAN_COLUMNS = (
-    Loan.id,
-    Loan.borrower_id,
-    Loan.amount,
-    Loan.currency,
-    Loan.status,
-    Loan.term_months,
-    Loan.interest_rate_apr,
-    Loan.created_at,
-    Loan.updated_at,
-    Loan.disbursed_at,
-)
 # A plain lookup: calling the enum class per value would cost a list page measurably.
 _STATUS = {status.value: status for status in LoanStatus}
 
@@ -44,6 +31,8 @@ class LoanRow(TypedDict):
 
 
 _FIELDS = tuple(LoanRow.__annotations__)
+# What the API shows of a loan, in LoanRow's order.
+LOAN_COLUMNS = tuple(getattr(Loan, field) for field in _FIELDS)
 
 
 def loan_row(record: Sequence[Any]) -> LoanRow:

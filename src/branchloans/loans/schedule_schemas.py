@@ -75,30 +75,13 @@ class LoanSchedule(RepaymentSchedule, _LoanReference):
                     "start_date": "2025-01-31",
                     "payment": 340.02,
                     "instalments": [
-                        {
-                            "number": 1,
-                            "due_date": "2025-02-28",
-                            "payment": 340.02,
-                            "principal": 330.02,
-                            "interest": 10.00,
-                            "balance": 669.98,
-                        },
-                        {
-                            "number": 2,
-                            "due_date": "2025-03-31",
-                            "payment": 340.02,
-                            "principal": 333.32,
-                            "interest": 6.70,
-                            "balance": 336.66,
-                        },
-                        {
-                            "number": 3,
-                            "due_date": "2025-04-30",
-                            "payment": 340.03,
-                            "principal": 336.66,
-                            "interest": 3.37,
-                            "balance": 0.00,
-                        },
+                        # number, due_date, payment, principal, interest, balance
+                        dict(zip(Instalment.model_fields, row, strict=True))
+                        for row in (
+                            (1, "2025-02-28", 340.02, 330.02, 10.00, 669.98),
+                            (2, "2025-03-31", 340.02, 333.32, 6.70, 336.66),
+                            (3, "2025-04-30", 340.03, 336.66, 3.37, 0.00),
+                        )
                     ],
                     "totals": {"principal": 1000.00, "interest": 20.07, "payable": 1020.07},
                 }

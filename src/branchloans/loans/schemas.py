@@ -79,7 +79,6 @@ class LoanRead(BaseModel):
     """A loan as the API shows it."""
 
     model_config = ConfigDict(
-        from_attributes=True,
         json_schema_extra={
             "examples": [
                 {
@@ -145,12 +144,9 @@ class LoanStats(BaseModel):
                     "total_amount": 15100.00,
                     "avg_amount": 7550.00,
                     "by_status": {
+                        **{status.value: 0 for status in LoanStatus},
                         "pending": 1,
                         "approved": 1,
-                        "rejected": 0,
-                        "disbursed": 0,
-                        "repaid": 0,
-                        "defaulted": 0,
                     },
                     "by_currency": {"INR": 1, "USD": 1},
                     "amount_by_currency": {"INR": 15000.00, "USD": 100.00},
@@ -203,7 +199,6 @@ class LoanEventRead(BaseModel):
     """One entry of a loan's history."""
 
     model_config = ConfigDict(
-        from_attributes=True,
         json_schema_extra={
             "examples": [
                 {

@@ -38,23 +38,11 @@ from typing import Any
 
 from branchloans.currencies import MINOR_UNITS, minor_unit
 from branchloans.loans.models import MAX_AMOUNT, LoanStatus
+from branchloans.loans.rows import LoanRow
 from branchloans.loans.schedule import build_schedule
 from branchloans.loans.servicing import Allocated, Ledger
 
-LOAN_COLUMNS = (
-    "id",
-    "borrower_id",
-    "amount",
-    "currency",
-    "status",
-    "term_months",
-    "interest_rate_apr",
-    "created_at",
-    "updated_at",
-    "disbursed_at",
-    "outstanding_principal",
-    "oldest_unpaid_due",
-)
+LOAN_COLUMNS = (*LoanRow.__annotations__, "outstanding_principal", "oldest_unpaid_due")
 REPAYMENT_COLUMNS = ("loan_id", "amount", "interest", "principal", "allocation", "paid_at")
 EVENT_COLUMNS = ("loan_id", "to_status", "reason", "occurred_at")
 EVENT_REASON = "synthetic demo data"
@@ -275,9 +263,7 @@ def generate_batch(plan: Plan, index: int) -> Batch:
             disbursed = datetime.fromisoformat(disbursed_at).timestamp()
             until = plan.end if status == "disbursed" else changed
             history, ledger = payment_history(
-                rng,
-                PaidOut(amount, market.currency, term, rate_text, disbursed, until),
-                status,
+                rng, PaidOut(amount, market.currency, term, rate_text, disbursed, until), status
             )
             for paid, paid_at, parts in history:
                 repayments.append(
@@ -356,9 +342,7 @@ async def load_synthetic_loans(connection: Any, count: int, seed: int | None = N
     """
     started = time.perf_counter()
     plan = Plan(
-        count,
-        str(seed if seed is not None else os.urandom(8).hex()),
-        datetime.now(UTC).timestamp(),
+        count, str(seed if seed is not None else os.urandom(8).hex()), datetime.now(UTC).timestamp()
     )
     async with connection.transaction():
         rows: float = await connection.fetchval(
@@ -374,15 +358,12 @@ async def load_synthetic_loans(connection: Any, count: int, seed: int | None = N
             batch = await upcoming
             if index + 1 in plan.batches():
                 upcoming = asyncio.create_task(asyncio.to_thread(generate_batch, plan, index + 1))
-            await connection.copy_to_table(
-                "loans", source=io.BytesIO(batch.loans), columns=LOAN_COLUMNS
-            )
-            await connection.copy_to_table(
-                "loan_events", source=io.BytesIO(batch.events), columns=EVENT_COLUMNS
-            )
-            await connection.copy_to_table(
-                "repayments", source=io.BytesIO(batch.repayments), columns=REPAYMENT_COLUMNS
-            )
+            for table, text, columns in (
+                ("loans", batch.loans, LOAN_COLUMNS),
+                ("loan_events", batch.events, EVENT_COLUMNS),
+                ("repayments", batch.repayments, REPAYMENT_COLUMNS),
+            ):
+                await connection.copy_to_table(table, source=io.BytesIO(text), columns=columns)
         if restore:
             await connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for statement in restore:
