@@ -223,18 +223,11 @@ class Settings(BaseSettings):
         description="owner connection for `branchloans migrate`; DATABASE_URL when unset",
     )
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "cursor_signing_keys", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
-
-    @field_validator("cursor_signing_keys", mode="before")
-    @classmethod
-    def _split_cursor_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(key.strip() for key in value.split(",") if key.strip())
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("cursor_signing_keys")
@@ -337,12 +330,6 @@ class Settings(BaseSettings):
                 f"APP_ENV=production refuses API_KEY_CACHE_SECONDS above "
                 f"{MAX_PRODUCTION_KEY_CACHE_SECONDS}: a revoked key would work that long"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _refuse_weak_cursor_keys_in_production(self) -> Self:
-        if self.app_env is not AppEnv.PRODUCTION:
-            return self
         for key in self.cursor_signing_keys:
             secret = key.get_secret_value()
             if secret == DEVELOPMENT_CURSOR_KEY or len(secret) < MIN_CURSOR_KEY_LENGTH:
@@ -362,9 +349,7 @@ class Settings(BaseSettings):
     @property
     def resolved_log_format(self) -> LogFormat:
         """LOG_FORMAT, or its default: readable console lines in development, JSON elsewhere."""
-        if self.log_format is not None:
-            return self.log_format
-        return "console" if self.app_env is AppEnv.DEVELOPMENT else "json"
+        return self.log_format or ("console" if self.app_env is AppEnv.DEVELOPMENT else "json")
 
     @property
     def database_name(self) -> str:

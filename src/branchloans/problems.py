@@ -113,19 +113,10 @@ def problem_body(
 
 
 def problem_response(
-    request: Request,
-    status: int,
-    *,
-    title: str | None = None,
-    detail: str | None = None,
-    type_: str = "about:blank",
-    headers: Mapping[str, str] | None = None,
-    **extensions: Any,
+    request: Request, status: int, *, headers: Mapping[str, str] | None = None, **fields: Any
 ) -> ProblemResponse:
-    """Build the problem+json response for a failed request."""
-    body = problem_body(
-        request.url.path, status, title=title, detail=detail, type_=type_, **extensions
-    )
+    """Build the problem+json response for a failed request; `fields` as `problem_body` takes."""
+    body = problem_body(request.url.path, status, **fields)
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
@@ -181,14 +172,7 @@ _READABLE.update(
 _READABLE.update(dict.fromkeys(("int_parsing", "int_type", "int_from_float"), _WHOLE_NUMBER))
 _READABLE.update(dict.fromkeys(("uuid_parsing", "uuid_type"), _UUID))
 _READABLE.update(
-    dict.fromkeys(
-        (
-            "datetime_parsing",
-            "datetime_type",
-            "datetime_from_date_parsing",
-        ),
-        _DATETIME,
-    )
+    dict.fromkeys(("datetime_parsing", "datetime_type", "datetime_from_date_parsing"), _DATETIME)
 )
 # The whole body was something other than a JSON object.
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}

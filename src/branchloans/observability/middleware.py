@@ -138,7 +138,5 @@ class ObservabilityMiddleware:
             "duration_ms": round(took * 1000, 2),
             "client": client,
         }
-        if status >= 500:
-            self.logger.warning("Request completed", **fields)
-        else:
-            self.logger.info("Request completed", **fields)
+        log = self.logger.warning if status >= 500 else self.logger.info
+        log("Request completed", **fields)
