@@ -37,16 +37,9 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = ProblemResponse(
-                problem_body(
-                    scope["path"],
-                    413,
-                    title="Content Too Large",
-                    detail=_too_large_detail(self.max_bytes),
-                ),
-                status_code=413,
-                headers={"Connection": "close"},
-            )
+            detail = _too_large_detail(self.max_bytes)
+            body = problem_body(scope["path"], 413, title="Content Too Large", detail=detail)
+            response = ProblemResponse(body, status_code=413, headers={"Connection": "close"})
             await response(scope, receive, send)
             return
 

@@ -101,11 +101,9 @@ def problem_body(
     if detail:
         body["detail"] = detail
     body["instance"] = instance
-    request_id = current_request_id()
-    if request_id is not None:
+    if (request_id := current_request_id()) is not None:
         body["request_id"] = request_id
-    ids = tracing.current_ids()
-    if ids is not None:
+    if (ids := tracing.current_ids()) is not None:
         body["trace_id"] = ids[0]
     body.update(extensions)
     tracing.record_problem(type_, status)
@@ -133,39 +131,34 @@ def _text_length(ctx: dict[str, Any], bound: str, words: str) -> str:
 # pydantic's error kinds -> (this API's stable `type`, what is wrong and what is accepted).
 # Written here, not left to pydantic, because its messages are for developers of validators
 # ("Input should be a valid dictionary or object to extract fields from"), not for clients.
-_READABLE: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-    "missing": ("required", lambda ctx: "is required"),
+# A description is fixed text, or made from the error's context.
+_READABLE: dict[str, tuple[str, str | Callable[[dict[str, Any]], str]]] = {
+    "missing": ("required", "is required"),
     "string_too_long": (
         "too_long",
         lambda ctx: "must be " + _text_length(ctx, "max_length", "at most"),
     ),
-    "string_type": ("not_text", lambda ctx: "must be text in double quotes"),
+    "string_type": ("not_text", "must be text in double quotes"),
     "string_pattern_mismatch": (
         "invalid_characters",
-        lambda ctx: "must be printable text, without control characters",
+        "must be printable text, without control characters",
     ),
     "greater_than": ("too_small", lambda ctx: f"must be greater than {ctx['gt']}"),
     "greater_than_equal": ("too_small", lambda ctx: f"must be {ctx['ge']} or more"),
     "less_than": ("too_large", lambda ctx: f"must be less than {ctx['lt']}"),
     "less_than_equal": ("too_large", lambda ctx: f"must be {ctx['le']} or less"),
-    "finite_number": ("not_a_number", lambda ctx: "must be a finite number, e.g. 1500.00"),
+    "finite_number": ("not_a_number", "must be a finite number, e.g. 1500.00"),
     "timezone_aware": (
         "missing_offset",
-        lambda ctx: "must include its offset from UTC, e.g. 2025-01-31T09:30:00Z",
+        "must include its offset from UTC, e.g. 2025-01-31T09:30:00Z",
     ),
     "enum": ("not_allowed", lambda ctx: f"must be one of {ctx['expected']}"),
-    "extra_forbidden": (
-        "unknown_field",
-        lambda ctx: "is not a field this request takes; leave it out",
-    ),
+    "extra_forbidden": ("unknown_field", "is not a field this request takes; leave it out"),
 }
-_NUMBER = ("not_a_number", lambda ctx: "must be a number, e.g. 1500.00")
-_WHOLE_NUMBER = ("not_a_whole_number", lambda ctx: "must be a whole number, e.g. 12")
-_UUID = ("not_a_uuid", lambda ctx: "must be a UUID, e.g. 00000000-0000-0000-0000-000000000001")
-_DATETIME = (
-    "not_a_datetime",
-    lambda ctx: "must be an ISO 8601 time with an offset, e.g. 2025-01-31T09:30:00Z",
-)
+_NUMBER = ("not_a_number", "must be a number, e.g. 1500.00")
+_WHOLE_NUMBER = ("not_a_whole_number", "must be a whole number, e.g. 12")
+_UUID = ("not_a_uuid", "must be a UUID, e.g. 00000000-0000-0000-0000-000000000001")
+_DATETIME = ("not_a_datetime", "must be an ISO 8601 time with an offset, e.g. 2025-01-31T09:30:00Z")
 _READABLE.update(
     dict.fromkeys(("decimal_parsing", "decimal_type", "float_parsing", "float_type"), _NUMBER)
 )
@@ -192,7 +185,7 @@ def _predicate(error: Any) -> tuple[str, str]:
         return "too_short", "must be " + _text_length(ctx, "min_length", "at least")
     if kind in _READABLE:
         code, describe = _READABLE[kind]
-        return code, _readable(describe(ctx))
+        return code, _readable(describe if isinstance(describe, str) else describe(ctx))
     # Our own checks (PydanticCustomError) already speak to the client.
     return kind, _readable(error["msg"])
 
