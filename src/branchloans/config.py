@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(3.0, gt=0, description="seconds to open a connection")
     db_statement_timeout: float = Field(10.0, gt=0, description="seconds a query may run")
     db_transaction_pooler: bool = Field(
-        default=False,
+        False,
         description="the database URLs reach Postgres through a transaction-pooling PgBouncer:"
         " no prepared statements kept, no session settings sent",
     )
@@ -297,9 +297,7 @@ class Settings(BaseSettings):
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower_log_format(cls, value: object) -> object:
-        if isinstance(value, str):
-            return value.strip().lower() or None
-        return value
+        return (value.strip().lower() or None) if isinstance(value, str) else value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
