@@ -39,8 +39,7 @@ class BodyLimitMiddleware:
             detail = _too_large_detail(self.max_bytes)
             body = problem_body(scope["path"], 413, title="Content Too Large", detail=detail)
             response = ProblemResponse(body, status_code=413, headers={"Connection": "close"})
-            await response(scope, receive, send)
-            return
+            return await response(scope, receive, send)
 
         received = 0
 
@@ -75,8 +74,7 @@ class HeaderLimitMiddleware:
             for name, value in scope["headers"]:
                 if len(name) + len(value) > MAX_HEADER_BYTES:
                     response = _too_long(scope["path"], name.decode("latin-1")[:_QUOTED_NAME])
-                    await response(scope, receive, send)
-                    return
+                    return await response(scope, receive, send)
         await self.app(scope, receive, send)
 
 

@@ -172,10 +172,6 @@ _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
 _JSON_KINDS = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
 
 
-def _json_kind(value: Any) -> str:
-    return _JSON_KINDS.get(type(value), "a number")
-
-
 def _predicate(error: Any) -> tuple[str, str]:
     """(stable type, what is wrong and what is accepted) for one pydantic error."""
     kind, ctx = error["type"], error.get("ctx") or {}
@@ -197,7 +193,7 @@ def _field_error(error: Any) -> dict[str, str]:
         if error["type"] == "missing":
             return _body_error("required", "The body must be a JSON object; none was sent")
         if error["type"] in _NOT_AN_OBJECT:
-            kind = _json_kind(error.get("input"))
+            kind = _JSON_KINDS.get(type(error.get("input")), "a number")
             return _body_error("not_an_object", f"The body must be a JSON object, not {kind}")
     code, predicate = _predicate(error)
     return {
