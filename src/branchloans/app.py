@@ -2,8 +2,9 @@
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -143,24 +144,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_unserved = settings.metrics_port is None and not settings.metrics_on_api_port
         if settings.metrics_enabled and metrics_unserved:
             logger.warning("metrics are counted but served nowhere: set METRICS_PORT")
-        background = []
+        jobs: list[Coroutine[Any, Any, None]] = []
         if settings.idempotency_purge_interval:
-            background.append(
-                asyncio.create_task(
-                    purge_periodically(database, settings.idempotency_purge_interval)
-                )
-            )
+            jobs.append(purge_periodically(database, settings.idempotency_purge_interval))
         if settings.metrics_enabled:
-            background.append(asyncio.create_task(metrics.follow(database)))
+            jobs.append(metrics.follow(database))
         if replica is not None:
             # Measured before the first read: until then reads go to the primary.
-            background.append(
-                asyncio.create_task(
-                    replica.follow(settings.replica_check_interval, settings.health_timeout)
-                )
-            )
+            jobs.append(replica.follow(settings.replica_check_interval, settings.health_timeout))
             if settings.metrics_enabled:
-                background.append(asyncio.create_task(metrics.replica().follow(replica)))
+                jobs.append(metrics.replica().follow(replica))
+        background = [asyncio.create_task(job) for job in jobs]
         try:
             with drain_on_sigterm(draining, settings.shutdown_drain_seconds):
                 yield

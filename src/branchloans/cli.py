@@ -284,13 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload", action="store_true", help="restart when the code changes")
     serve.set_defaults(handler=_serve)
 
-    migrate = commands.add_parser(
+    commands.add_parser(
         "migrate", help="create the database if missing and apply every migration"
+    ).set_defaults(handler=_migrate)
+    commands.add_parser("seed", help="insert the five demo loans (idempotent)").set_defaults(
+        handler=_seed
     )
-    migrate.set_defaults(handler=_migrate)
-
-    seed = commands.add_parser("seed", help="insert the five demo loans (idempotent)")
-    seed.set_defaults(handler=_seed)
 
     certs = commands.add_parser(
         "certs",
@@ -310,10 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="another DNS name or IP address the certificate covers (repeatable)",
     )
     certs.set_defaults(handler=_certs)
-    purge = commands.add_parser(
+    commands.add_parser(
         "purge-idempotency-keys", help="delete expired Idempotency-Key answers, in batches"
-    )
-    purge.set_defaults(handler=_purge)
+    ).set_defaults(handler=_purge)
     api_keys = commands.add_parser("api-keys", help="create, list and revoke API keys")
     key_commands = api_keys.add_subparsers(dest="api_keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it once")

@@ -91,121 +91,110 @@ class Settings(BaseSettings):
         default=None,
         description="a replica for reads that tolerate staleness; unset: every read on the primary",
     )
-    replica_max_lag_seconds: Annotated[
-        float, Field(gt=0, description="replica lag above which its reads go to the primary")
-    ] = 5.0
-    replica_check_interval: Annotated[
-        float, Field(gt=0, description="seconds between measurements of the replica's lag")
-    ] = 2.0
+    replica_max_lag_seconds: float = Field(
+        5.0, gt=0, description="replica lag above which its reads go to the primary"
+    )
+    replica_check_interval: float = Field(
+        2.0, gt=0, description="seconds between measurements of the replica's lag"
+    )
     log_level: LogLevel = "INFO"
-    log_format: Annotated[
-        LogFormat | None, Field(description="json or console; unset: console in development")
-    ] = None
+    log_format: LogFormat | None = Field(
+        None, description="json or console; unset: console in development"
+    )
     trusted_proxies: Annotated[
         tuple[IPNetwork, ...],
         NoDecode,
         Field(description="peers whose X-Forwarded-For names the client; comma-separated"),
     ] = ()
 
-    db_pool_size: Annotated[int, Field(ge=1, le=100)] = 10
-    db_max_overflow: Annotated[int, Field(ge=0, le=100)] = 5
-    db_pool_timeout: Annotated[
-        float, Field(gt=0, description="seconds to wait for a pooled connection")
-    ] = 5.0
-    db_connect_timeout: Annotated[
-        float, Field(gt=0, description="seconds to open a connection")
-    ] = 3.0
-    db_statement_timeout: Annotated[float, Field(gt=0, description="seconds a query may run")] = (
-        10.0
-    )
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_max_overflow: int = Field(5, ge=0, le=100)
+    db_pool_timeout: float = Field(5.0, gt=0, description="seconds to wait for a pooled connection")
+    db_connect_timeout: float = Field(3.0, gt=0, description="seconds to open a connection")
+    db_statement_timeout: float = Field(10.0, gt=0, description="seconds a query may run")
     db_transaction_pooler: bool = Field(
-        default=False,
+        False,
         description="the database URLs reach Postgres through a transaction-pooling PgBouncer:"
         " no prepared statements kept, no session settings sent",
     )
-    health_timeout: Annotated[
-        float, Field(gt=0, description="seconds /health waits for Postgres")
-    ] = 1.5
+    health_timeout: float = Field(1.5, gt=0, description="seconds /health waits for Postgres")
 
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
     # The edge of `branchloans serve`, for clients that reach uvicorn without nginx.
-    http_max_header_bytes: Annotated[
-        int, Field(ge=1024, description="largest request line plus headers; more is a 431")
-    ] = 16 * 1024
-    http_header_timeout: Annotated[
-        float, Field(gt=0, description="seconds a request's headers may take to arrive")
-    ] = 10.0
-    http_keep_alive_seconds: Annotated[
-        int, Field(ge=1, description="seconds an idle keep-alive connection stays open")
-    ] = 5
-    http_limit_concurrency: Annotated[
-        int, Field(ge=1, description="connections plus requests per worker; beyond it a 503")
-    ] = 1000
+    http_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="largest request line plus headers; more is a 431"
+    )
+    http_header_timeout: float = Field(
+        10.0, gt=0, description="seconds a request's headers may take to arrive"
+    )
+    http_keep_alive_seconds: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection stays open"
+    )
+    http_limit_concurrency: int = Field(
+        1000, ge=1, description="connections plus requests per worker; beyond it a 503"
+    )
 
     # Per API key, in each instance; each worker of `serve --workers N` enforces 1/N of them.
-    key_rate_limit: Annotated[
-        int, Field(ge=0, description="requests per KEY_RATE_WINDOW_SECONDS per key; 0: off")
-    ] = 6000
-    key_rate_window_seconds: Annotated[int, Field(ge=1)] = 60
-    key_concurrency_limit: Annotated[
-        int, Field(ge=0, description="requests of one key in flight at once; 0: off")
-    ] = 32
-    serve_workers: Annotated[
-        int, Field(ge=1, description="worker processes; set by `branchloans serve --workers`")
-    ] = 1
+    key_rate_limit: int = Field(
+        6000, ge=0, description="requests per KEY_RATE_WINDOW_SECONDS per key; 0: off"
+    )
+    key_rate_window_seconds: int = Field(60, ge=1)
+    key_concurrency_limit: int = Field(
+        32, ge=0, description="requests of one key in flight at once; 0: off"
+    )
+    serve_workers: int = Field(
+        1, ge=1, description="worker processes; set by `branchloans serve --workers`"
+    )
 
-    db_startup_timeout: Annotated[
-        float, Field(ge=0, description="seconds startup waits for Postgres, with backoff")
-    ] = 30.0
-    shutdown_drain_seconds: Annotated[
-        float,
-        Field(ge=0, le=60, description="after SIGTERM, seconds of 503 readiness before closing"),
-    ] = 1.0
-    shutdown_grace_seconds: Annotated[
-        float, Field(gt=0, description="seconds in-flight requests get to finish at shutdown")
-    ] = 20.0
+    db_startup_timeout: float = Field(
+        30.0, ge=0, description="seconds startup waits for Postgres, with backoff"
+    )
+    shutdown_drain_seconds: float = Field(
+        1.0, ge=0, le=60, description="after SIGTERM, seconds of 503 readiness before closing"
+    )
+    shutdown_grace_seconds: float = Field(
+        20.0, gt=0, description="seconds in-flight requests get to finish at shutdown"
+    )
 
     metrics_enabled: bool = True
-    metrics_port: Annotated[
-        int | None,
-        Field(
-            ge=1,
-            le=65535,
-            description="serve /metrics on this port only; unset: on the API's port in "
-            "development, nowhere elsewhere",
-        ),
-    ] = None
-    metrics_cache_seconds: Annotated[
-        float, Field(ge=0, description="seconds a scrape reuses the database figures")
-    ] = 5.0
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="serve /metrics on this port only; unset: on the API's port in "
+        "development, nowhere elsewhere",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0, ge=0, description="seconds a scrape reuses the database figures"
+    )
 
-    idempotency_key_ttl_hours: Annotated[
-        float, Field(gt=0, description="how long a stored Idempotency-Key answer is replayed")
-    ] = 24
-    idempotency_purge_interval: Annotated[
-        float, Field(ge=0, description="seconds between background purges; 0 turns them off")
-    ] = 300
-    idempotency_lock_timeout: Annotated[
-        float, Field(gt=0, description="seconds a retry waits for the first request with its key")
-    ] = 5
-    idempotency_keys_per_client: Annotated[
-        int, Field(ge=1, description="new Idempotency-Keys a client may store per window")
-    ] = 1000
-    idempotency_key_window_seconds: Annotated[
-        float, Field(gt=0, description="the window IDEMPOTENCY_KEYS_PER_CLIENT counts over")
-    ] = 60
+    idempotency_key_ttl_hours: float = Field(
+        24, gt=0, description="how long a stored Idempotency-Key answer is replayed"
+    )
+    idempotency_purge_interval: float = Field(
+        300, ge=0, description="seconds between background purges; 0 turns them off"
+    )
+    idempotency_lock_timeout: float = Field(
+        5, gt=0, description="seconds a retry waits for the first request with its key"
+    )
+    idempotency_keys_per_client: int = Field(
+        1000, ge=1, description="new Idempotency-Keys a client may store per window"
+    )
+    idempotency_key_window_seconds: float = Field(
+        60, gt=0, description="the window IDEMPOTENCY_KEYS_PER_CLIENT counts over"
+    )
 
     auth_required: bool | None = Field(
         default=None,
         description="demand API keys; always on outside development, off there unless set",
     )
-    api_key_cache_seconds: Annotated[
-        float, Field(ge=0, description="how long a key lookup is reused; bounds revocation delay")
-    ] = 5
-    api_key_unknown_cache_seconds: Annotated[
-        float, Field(ge=0, description="how long an unknown key id is remembered as unknown")
-    ] = 30
+    api_key_cache_seconds: float = Field(
+        5, ge=0, description="how long a key lookup is reused; bounds revocation delay"
+    )
+    api_key_unknown_cache_seconds: float = Field(
+        30, ge=0, description="how long an unknown key id is remembered as unknown"
+    )
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="origins browsers may call the API from, comma-separated; none by default",
@@ -223,18 +212,11 @@ class Settings(BaseSettings):
         description="owner connection for `branchloans migrate`; DATABASE_URL when unset",
     )
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "cursor_signing_keys", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
-
-    @field_validator("cursor_signing_keys", mode="before")
-    @classmethod
-    def _split_cursor_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(key.strip() for key in value.split(",") if key.strip())
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("cursor_signing_keys")
@@ -245,61 +227,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _no_debug_settings_outside_development(self) -> "Settings":
+    def _refuse_unsafe_settings(self) -> Self:
         if self.app_env is not AppEnv.DEVELOPMENT and self.auth_required is False:
             raise ValueError(f"AUTH_REQUIRED=false is refused when APP_ENV={self.app_env}")
-        # Debug logs carry request details (borrowers, amounts) that production must not keep.
-        if self.app_env is AppEnv.PRODUCTION and self.log_level == "DEBUG":
-            raise ValueError("LOG_LEVEL=DEBUG is refused when APP_ENV=production")
-        return self
-
-    @property
-    def requires_auth(self) -> bool:
-        """Whether requests need an API key."""
-        if self.auth_required is None:
-            return self.app_env is not AppEnv.DEVELOPMENT
-        return self.auth_required
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_log_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower_log_format(cls, value: object) -> object:
-        if isinstance(value, str):
-            return value.strip().lower() or None
-        return value
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_trusted_proxies(cls, value: object) -> object:
-        # "10.0.0.7, 172.16.0.0/12": a host is a network of one address; host bits are forgiven.
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            return value
-        return tuple(
-            ipaddress.ip_network(item.strip() if isinstance(item, str) else item, strict=False)
-            for item in items
-            if not isinstance(item, str) or item.strip()
-        )
-
-    @field_validator("database_url", "migration_database_url")
-    @classmethod
-    def _require_asyncpg(cls, value: PostgresDsn | None) -> PostgresDsn | None:
-        if value is None:
-            return value
-        if value.scheme != "postgresql+asyncpg":
-            raise ValueError("DATABASE_URL must use the postgresql+asyncpg:// scheme")
-        if not value.path or value.path == "/":
-            raise ValueError("DATABASE_URL must name a database")
-        return value
-
-    @model_validator(mode="after")
-    def _refuse_weak_settings_in_production(self) -> Self:
         if self.app_env is not AppEnv.PRODUCTION:
             return self
+        # Debug logs carry request details (borrowers, amounts) that production must not keep.
+        if self.log_level == "DEBUG":
+            raise ValueError("LOG_LEVEL=DEBUG is refused when APP_ENV=production")
         urls = {
             "DATABASE_URL": self.database_url,
             "MIGRATION_DATABASE_URL": self.migration_database_url,
@@ -337,12 +272,6 @@ class Settings(BaseSettings):
                 f"APP_ENV=production refuses API_KEY_CACHE_SECONDS above "
                 f"{MAX_PRODUCTION_KEY_CACHE_SECONDS}: a revoked key would work that long"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _refuse_weak_cursor_keys_in_production(self) -> Self:
-        if self.app_env is not AppEnv.PRODUCTION:
-            return self
         for key in self.cursor_signing_keys:
             secret = key.get_secret_value()
             if secret == DEVELOPMENT_CURSOR_KEY or len(secret) < MIN_CURSOR_KEY_LENGTH:
@@ -354,6 +283,47 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def requires_auth(self) -> bool:
+        """Whether requests need an API key."""
+        if self.auth_required is None:
+            return self.app_env is not AppEnv.DEVELOPMENT
+        return self.auth_required
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return (value.strip().lower() or None) if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted_proxies(cls, value: object) -> object:
+        # "10.0.0.7, 172.16.0.0/12": a host is a network of one address; host bits are forgiven.
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(
+            ipaddress.ip_network(item.strip() if isinstance(item, str) else item, strict=False)
+            for item in items
+            if not isinstance(item, str) or item.strip()
+        )
+
+    @field_validator("database_url", "migration_database_url")
+    @classmethod
+    def _require_asyncpg(cls, value: PostgresDsn | None) -> PostgresDsn | None:
+        if value is None:
+            return value
+        if value.scheme != "postgresql+asyncpg":
+            raise ValueError("DATABASE_URL must use the postgresql+asyncpg:// scheme")
+        if not value.path or value.path == "/":
+            raise ValueError("DATABASE_URL must name a database")
+        return value
+
+    @property
     def metrics_on_api_port(self) -> bool:
         """Whether the API's own port answers /metrics: only in development without a
         METRICS_PORT, since the metrics show what `/api/stats` guards with a scope."""
@@ -362,9 +332,7 @@ class Settings(BaseSettings):
     @property
     def resolved_log_format(self) -> LogFormat:
         """LOG_FORMAT, or its default: readable console lines in development, JSON elsewhere."""
-        if self.log_format is not None:
-            return self.log_format
-        return "console" if self.app_env is AppEnv.DEVELOPMENT else "json"
+        return self.log_format or ("console" if self.app_env is AppEnv.DEVELOPMENT else "json")
 
     @property
     def database_name(self) -> str:

@@ -173,24 +173,21 @@ APPLICATION_NAME = "branchloans"
 def pool_options(settings: Settings) -> dict[str, Any]:
     """asyncpg connection options from the settings."""
     statement_timeout_ms = int(settings.db_statement_timeout * 1000)
-    common = {
+    options: dict[str, Any] = {
         "timeout": settings.db_connect_timeout,
         # Client side, so a query on a connection the network stalled still ends; the server's
         # statement_timeout below ends first while the server can be reached.
         "command_timeout": settings.db_statement_timeout + 1,
+        "server_settings": {"application_name": APPLICATION_NAME},
     }
     if settings.db_transaction_pooler:
         # PgBouncer (1.18) hands each transaction to any server connection and tracks neither
         # prepared statements nor startup settings (it refuses those it does not know): each
         # statement is sent unnamed, planned for its values, and PgBouncer's own query_timeout
         # and idle_transaction_timeout bound the server side (docs/deployment.md).
-        return {
-            **common,
-            "statement_cache_size": 0,
-            "server_settings": {"application_name": APPLICATION_NAME},
-        }
+        return {**options, "statement_cache_size": 0}
     return {
-        **common,
+        **options,
         "server_settings": {
             "application_name": APPLICATION_NAME,
             "statement_timeout": str(statement_timeout_ms),

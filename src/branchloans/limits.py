@@ -33,22 +33,13 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on with a receive channel that counts body bytes."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = ProblemResponse(
-                problem_body(
-                    scope["path"],
-                    413,
-                    title="Content Too Large",
-                    detail=_too_large_detail(self.max_bytes),
-                ),
-                status_code=413,
-                headers={"Connection": "close"},
-            )
-            await response(scope, receive, send)
-            return
+            detail = _too_large_detail(self.max_bytes)
+            body = problem_body(scope["path"], 413, title="Content Too Large", detail=detail)
+            response = ProblemResponse(body, status_code=413, headers={"Connection": "close"})
+            return await response(scope, receive, send)
 
         received = 0
 
@@ -83,8 +74,7 @@ class HeaderLimitMiddleware:
             for name, value in scope["headers"]:
                 if len(name) + len(value) > MAX_HEADER_BYTES:
                     response = _too_long(scope["path"], name.decode("latin-1")[:_QUOTED_NAME])
-                    await response(scope, receive, send)
-                    return
+                    return await response(scope, receive, send)
         await self.app(scope, receive, send)
 
 

@@ -36,19 +36,19 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     )
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
+            responses = operation.setdefault("responses", {})
             # HeaderLimitMiddleware answers it before any route.
-            operation.setdefault("responses", {}).setdefault(
+            responses.setdefault(
                 "431", {"description": "A request header is longer than 8 KiB; `errors` names it."}
             )
             if operation.get("security"):
-                responses = operation.setdefault("responses", {})
                 responses.setdefault(
                     "401", {"description": "No API key, or an unknown or revoked one."}
                 )
                 responses.setdefault(
                     "403", {"description": "The API key lacks the scope this needs."}
                 )
-            for status, response in operation.get("responses", {}).items():
+            for status, response in responses.items():
                 if _is_error_without_own_body(status, response):
                     response["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}
     schemas = document.setdefault("components", {}).setdefault("schemas", {})

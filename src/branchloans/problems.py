@@ -101,11 +101,9 @@ def problem_body(
     if detail:
         body["detail"] = detail
     body["instance"] = instance
-    request_id = current_request_id()
-    if request_id is not None:
+    if (request_id := current_request_id()) is not None:
         body["request_id"] = request_id
-    ids = tracing.current_ids()
-    if ids is not None:
+    if (ids := tracing.current_ids()) is not None:
         body["trace_id"] = ids[0]
     body.update(extensions)
     tracing.record_problem(type_, status)
@@ -113,19 +111,10 @@ def problem_body(
 
 
 def problem_response(
-    request: Request,
-    status: int,
-    *,
-    title: str | None = None,
-    detail: str | None = None,
-    type_: str = "about:blank",
-    headers: Mapping[str, str] | None = None,
-    **extensions: Any,
+    request: Request, status: int, *, headers: Mapping[str, str] | None = None, **fields: Any
 ) -> ProblemResponse:
-    """Build the problem+json response for a failed request."""
-    body = problem_body(
-        request.url.path, status, title=title, detail=detail, type_=type_, **extensions
-    )
+    """Build the problem+json response for a failed request; `fields` as `problem_body` takes."""
+    body = problem_body(request.url.path, status, **fields)
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
@@ -142,61 +131,45 @@ def _text_length(ctx: dict[str, Any], bound: str, words: str) -> str:
 # pydantic's error kinds -> (this API's stable `type`, what is wrong and what is accepted).
 # Written here, not left to pydantic, because its messages are for developers of validators
 # ("Input should be a valid dictionary or object to extract fields from"), not for clients.
-_READABLE: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-    "missing": ("required", lambda ctx: "is required"),
+# A description is fixed text, or made from the error's context.
+_READABLE: dict[str, tuple[str, str | Callable[[dict[str, Any]], str]]] = {
+    "missing": ("required", "is required"),
     "string_too_long": (
         "too_long",
         lambda ctx: "must be " + _text_length(ctx, "max_length", "at most"),
     ),
-    "string_type": ("not_text", lambda ctx: "must be text in double quotes"),
+    "string_type": ("not_text", "must be text in double quotes"),
     "string_pattern_mismatch": (
         "invalid_characters",
-        lambda ctx: "must be printable text, without control characters",
+        "must be printable text, without control characters",
     ),
     "greater_than": ("too_small", lambda ctx: f"must be greater than {ctx['gt']}"),
     "greater_than_equal": ("too_small", lambda ctx: f"must be {ctx['ge']} or more"),
     "less_than": ("too_large", lambda ctx: f"must be less than {ctx['lt']}"),
     "less_than_equal": ("too_large", lambda ctx: f"must be {ctx['le']} or less"),
-    "finite_number": ("not_a_number", lambda ctx: "must be a finite number, e.g. 1500.00"),
+    "finite_number": ("not_a_number", "must be a finite number, e.g. 1500.00"),
     "timezone_aware": (
         "missing_offset",
-        lambda ctx: "must include its offset from UTC, e.g. 2025-01-31T09:30:00Z",
+        "must include its offset from UTC, e.g. 2025-01-31T09:30:00Z",
     ),
     "enum": ("not_allowed", lambda ctx: f"must be one of {ctx['expected']}"),
-    "extra_forbidden": (
-        "unknown_field",
-        lambda ctx: "is not a field this request takes; leave it out",
-    ),
+    "extra_forbidden": ("unknown_field", "is not a field this request takes; leave it out"),
 }
-_NUMBER = ("not_a_number", lambda ctx: "must be a number, e.g. 1500.00")
-_WHOLE_NUMBER = ("not_a_whole_number", lambda ctx: "must be a whole number, e.g. 12")
-_UUID = ("not_a_uuid", lambda ctx: "must be a UUID, e.g. 00000000-0000-0000-0000-000000000001")
-_DATETIME = (
-    "not_a_datetime",
-    lambda ctx: "must be an ISO 8601 time with an offset, e.g. 2025-01-31T09:30:00Z",
-)
+_NUMBER = ("not_a_number", "must be a number, e.g. 1500.00")
+_WHOLE_NUMBER = ("not_a_whole_number", "must be a whole number, e.g. 12")
+_UUID = ("not_a_uuid", "must be a UUID, e.g. 00000000-0000-0000-0000-000000000001")
+_DATETIME = ("not_a_datetime", "must be an ISO 8601 time with an offset, e.g. 2025-01-31T09:30:00Z")
 _READABLE.update(
     dict.fromkeys(("decimal_parsing", "decimal_type", "float_parsing", "float_type"), _NUMBER)
 )
 _READABLE.update(dict.fromkeys(("int_parsing", "int_type", "int_from_float"), _WHOLE_NUMBER))
 _READABLE.update(dict.fromkeys(("uuid_parsing", "uuid_type"), _UUID))
 _READABLE.update(
-    dict.fromkeys(
-        (
-            "datetime_parsing",
-            "datetime_type",
-            "datetime_from_date_parsing",
-        ),
-        _DATETIME,
-    )
+    dict.fromkeys(("datetime_parsing", "datetime_type", "datetime_from_date_parsing"), _DATETIME)
 )
 # The whole body was something other than a JSON object.
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
 _JSON_KINDS = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
-
-
-def _json_kind(value: Any) -> str:
-    return _JSON_KINDS.get(type(value), "a number")
 
 
 def _predicate(error: Any) -> tuple[str, str]:
@@ -208,7 +181,7 @@ def _predicate(error: Any) -> tuple[str, str]:
         return "too_short", "must be " + _text_length(ctx, "min_length", "at least")
     if kind in _READABLE:
         code, describe = _READABLE[kind]
-        return code, _readable(describe(ctx))
+        return code, _readable(describe if isinstance(describe, str) else describe(ctx))
     # Our own checks (PydanticCustomError) already speak to the client.
     return kind, _readable(error["msg"])
 
@@ -220,7 +193,7 @@ def _field_error(error: Any) -> dict[str, str]:
         if error["type"] == "missing":
             return _body_error("required", "The body must be a JSON object; none was sent")
         if error["type"] in _NOT_AN_OBJECT:
-            kind = _json_kind(error.get("input"))
+            kind = _JSON_KINDS.get(type(error.get("input")), "a number")
             return _body_error("not_an_object", f"The body must be a JSON object, not {kind}")
     code, predicate = _predicate(error)
     return {

@@ -8,7 +8,6 @@ primary instead, so a replica going away costs no request.
 """
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -54,7 +53,6 @@ class ReadReplica:
     max_lag: float
     state: ReplicaState = ReplicaState.UNREACHABLE  # until the first measurement
     lag_seconds: float | None = None
-    measured_at: float | None = None
     _last_logged: ReplicaState | None = field(default=None, repr=False)
 
     @property
@@ -81,7 +79,7 @@ class ReadReplica:
     def _set(
         self, state: ReplicaState, lag: float | None, error: BaseException | None = None
     ) -> None:
-        self.state, self.lag_seconds, self.measured_at = state, lag, time.monotonic()
+        self.state, self.lag_seconds = state, lag
         if state is not self._last_logged:
             log = logger.info if state is ReplicaState.IN_USE else logger.warning
             log(

@@ -6,7 +6,6 @@ import re
 
 import structlog
 
-REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128
 
 # Letters, digits, dot, underscore and hyphen, starting with a letter or digit: a token that

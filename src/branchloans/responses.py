@@ -30,7 +30,6 @@ class JSONResponse(StarletteJSONResponse):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        """Encode the content."""
         return dump_json(content)
 
 

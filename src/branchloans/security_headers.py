@@ -44,8 +44,7 @@ class SecurityHeadersMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wrap `send` to add the headers to the response start."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         extra = _RAW_DOCUMENTATION if scope["path"].startswith(_DOCUMENTATION) else _RAW_API
 
         async def send_with_headers(message: Message) -> None:

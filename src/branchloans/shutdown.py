@@ -169,8 +169,7 @@ class CloseWhenDraining:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
 
         async def send_closing(message: Message) -> None:
             if message["type"] == "http.response.start" and self.draining.is_set():

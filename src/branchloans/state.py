@@ -34,11 +34,10 @@ def app_state(app: FastAPI) -> AppState:
     return state
 
 
+# The dependencies are coroutines, so FastAPI calls them in the event loop rather than in a
+# worker thread.
 async def get_state(request: Request) -> AppState:
-    """The state of the app serving the request.
-
-    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
-    """
+    """The state of the app serving the request."""
     return app_state(request.app)
 
 
@@ -46,10 +45,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_database(request: Request) -> Database:
-    """The application's database handle (a test may put its own transaction in its place).
-
-    A coroutine, so FastAPI calls it in the event loop rather than in a worker thread.
-    """
+    """The application's database handle (a test may put its own transaction in its place)."""
     return app_state(request.app).database
 
 

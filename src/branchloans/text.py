@@ -28,8 +28,9 @@ LINE_PATTERN = f"^[^{_LINE_CONTROLS}{_BIDI_OVERRIDES}]*$"
 TEXT_PATTERN = f"^[^{_TEXT_CONTROLS}{_BIDI_OVERRIDES}]*$"
 
 
-# The problem `type` of every refusal here but length, as the API's other checks name it.
-_INVALID = "invalid_characters"
+def _invalid(message: str) -> PydanticCustomError:
+    # The problem `type` of every refusal here but length, as the API's other checks name it.
+    return PydanticCustomError("invalid_characters", message)
 
 
 def _refusing(controls: str) -> Any:
@@ -39,21 +40,15 @@ def _refusing(controls: str) -> Any:
         if not isinstance(value, str):
             return value  # the str validation after this says what is wrong
         if "\x00" in value:
-            raise PydanticCustomError(_INVALID, "must not contain NUL (U+0000)")
+            raise _invalid("must not contain NUL (U+0000)")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise PydanticCustomError(
-                _INVALID, "must not contain a lone surrogate (U+D800 to U+DFFF)"
-            ) from None
+            raise _invalid("must not contain a lone surrogate (U+D800 to U+DFFF)") from None
         if forbidden.search(value):
-            raise PydanticCustomError(
-                _INVALID, "must be printable text, without control characters"
-            )
+            raise _invalid("must be printable text, without control characters")
         if _OVERRIDE.search(value):
-            raise PydanticCustomError(
-                _INVALID, "must not contain a bidi override (U+202A to U+202E)"
-            )
+            raise _invalid("must not contain a bidi override (U+202A to U+202E)")
         if len(value) > LONGEST_TEXT:
             raise PydanticCustomError("too_long", f"must be at most {LONGEST_TEXT} characters")
         return value

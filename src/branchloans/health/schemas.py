@@ -19,8 +19,7 @@ class Check(BaseModel):
     status: CheckStatus
     message: str
     age_seconds: float | None = Field(
-        default=None,
-        description="How long ago the check ran, when a recent result was reused.",
+        None, description="How long ago the check ran, when a recent result was reused."
     )
 
 

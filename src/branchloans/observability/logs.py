@@ -25,9 +25,8 @@ _write_lock = threading.Lock()
 def _write_line(line: str) -> None:
     # sys.stdout is looked up on every write, so a replaced stdout (a test's capture) is honoured.
     with _write_lock:
-        stream = sys.stdout
-        stream.write(line + "\n")
-        stream.flush()
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class _StdoutLogger:
@@ -75,15 +74,11 @@ def _add_trace_ids(logger: WrappedLogger, method_name: str, event_dict: EventDic
     return event_dict
 
 
-def _json_default(value: object) -> str:
-    return str(value)
-
-
 def _dumps(event_dict: EventDict, **kwargs: Any) -> str:
     # The seed's order: when, how bad, what; then the details.
     line = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
     line.update(event_dict)
-    return orjson.dumps(line, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _renderers(log_format: str) -> list[Processor]:

@@ -96,16 +96,13 @@ class PoolMetrics:
     `db_pool_worker_connections{worker, state}`: the same for each worker."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        gauge = Gauge(
+        self._summed = Gauge(
             "db_pool_connections",
             "Database pool connections by state (size, checked_out, overflow), all workers summed.",
             ["state"],
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self._size = gauge.labels("size")
-        self._checked_out = gauge.labels("checked_out")
-        self._overflow = gauge.labels("overflow")
         self._by_worker = Gauge(
             "db_pool_worker_connections",
             "Database pool connections of each worker, by state (size, checked_out, overflow).",
@@ -119,15 +116,13 @@ class PoolMetrics:
         opened, in_use = database.pool_state()
         # Connections open beyond the configured size are the overflow.
         overflow = max(0, opened - database.pool_size)
-        self._size.set(database.pool_size)
-        self._checked_out.set(in_use)
-        self._overflow.set(overflow)
         pid = str(os.getpid())
         for state, value in (
             ("size", database.pool_size),
             ("checked_out", in_use),
             ("overflow", overflow),
         ):
+            self._summed.labels(state).set(value)
             self._by_worker.labels(pid, state).set(value)
 
 

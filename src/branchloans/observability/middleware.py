@@ -76,8 +76,7 @@ class ObservabilityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request with its id bound, then log and count it."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
         offered_id, forwarded_for = _read_headers(scope)
         request_id = choose_request_id(offered_id)
@@ -115,17 +114,13 @@ class ObservabilityMiddleware:
             tracing.record_problem("about:blank", 500, error)
             status = 500
             if not response_started:
-                await self._internal_error(scope)(scope, receive, send_with_id)
+                body = problem_body(scope["path"], 500, detail=UNEXPECTED_DETAIL)
+                await ProblemResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
             took = time.perf_counter() - started
             if metrics is not None and counted is not None:
                 metrics.finished(counted, method, handler, status, took)
             self._log_access(scope, route, status, took, client)
-
-    @staticmethod
-    def _internal_error(scope: Scope) -> ProblemResponse:
-        body = problem_body(scope["path"], 500, detail=UNEXPECTED_DETAIL)
-        return ProblemResponse(body, status_code=500)
 
     def _log_access(
         self, scope: Scope, route: str | None, status: int, took: float, client: str | None
@@ -138,7 +133,5 @@ class ObservabilityMiddleware:
             "duration_ms": round(took * 1000, 2),
             "client": client,
         }
-        if status >= 500:
-            self.logger.warning("Request completed", **fields)
-        else:
-            self.logger.info("Request completed", **fields)
+        log = self.logger.warning if status >= 500 else self.logger.info
+        log("Request completed", **fields)

@@ -31,8 +31,7 @@ class MetricsPortGate:
             # The app's own 404 for a path it does not have: nothing says a metrics port exists.
             request = Request(scope)
             detail = f"No resource at {request.url.path}."
-            await problem_response(request, 404, detail=detail)(scope, receive, send)
-            return
+            return await problem_response(request, 404, detail=detail)(scope, receive, send)
         await self.app(scope, receive, send)
 
     def _allowed(self, scope: Scope) -> bool:

@@ -76,12 +76,7 @@ class _TraceparentResponse(ResponsePropagator):
 
     _format = TraceContextTextMapPropagator()
 
-    def inject(
-        self,
-        carrier: Any,
-        context: Any = None,
-        setter: Any = default_setter,
-    ) -> None:
+    def inject(self, carrier: Any, context: Any = None, setter: Any = default_setter) -> None:
         headers: dict[str, str] = {}
         self._format.inject(headers, context=context)
         if "traceparent" in headers:
@@ -151,21 +146,22 @@ def statement_span(sql: str) -> Span | None:
     )
 
 
+def _recording_span() -> Span | None:
+    if _tracer is None:  # off: not even a context lookup
+        return None
+    span = trace.get_current_span()
+    return span if span.is_recording() else None
+
+
 def set_attribute(name: str, value: str) -> None:
     """Set an attribute on the current span, when it records."""
-    if _tracer is None:  # off: not even a context lookup
-        return
-    span = trace.get_current_span()
-    if span.is_recording():
+    if (span := _recording_span()) is not None:
         span.set_attribute(name, value)
 
 
 def add_event(name: str, attributes: Mapping[str, str | int]) -> None:
     """Add an event (a moment with attributes) to the current span, when it records."""
-    if _tracer is None:
-        return
-    span = trace.get_current_span()
-    if span.is_recording():
+    if (span := _recording_span()) is not None:
         span.add_event(name, dict(attributes))
 
 
@@ -181,10 +177,7 @@ def current_ids() -> tuple[str, str] | None:
 
 def record_problem(problem_type: str, status: int, error: BaseException | None = None) -> None:
     """Record on the current span the problem a request is answered with; 5xx mark it failed."""
-    if _tracer is None:
-        return
-    span = trace.get_current_span()
-    if not span.is_recording():
+    if (span := _recording_span()) is None:
         return
     span.set_attribute(PROBLEM_TYPE, problem_type)
     if error is not None:
