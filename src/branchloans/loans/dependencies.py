@@ -44,14 +44,14 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def problem_response(description: str) -> dict[str, Any]:
+def documented_problem(description: str) -> dict[str, Any]:
     """An OpenAPI response; its body is set to the Problem schema when the document is built."""
     return {"description": description}
 
 
 LOAN_NOT_FOUND_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: problem_response("No loan has this id."),
-    422: problem_response("The id is not a UUID."),
+    404: documented_problem("No loan has this id."),
+    422: documented_problem("The id is not a UUID."),
 }
 KEYS_EXHAUSTED_RESPONSE: dict[int | str, dict[str, Any]] = {
     429: {

@@ -15,7 +15,7 @@ from branchloans.loans.dependencies import (
     NowDep,
     WriterDep,
     change_context,
-    problem_response,
+    documented_problem,
 )
 from branchloans.loans.metrics import LoanMetricsDep
 from branchloans.loans.repayment_schemas import RepaymentCreate, RepaymentRead
@@ -46,12 +46,12 @@ later instalments is never charged. A larger payment is refused (422, with `payo
     summary="Record a payment on a disbursed loan",
     description=ALLOCATION_ORDER,
     responses={
-        404: problem_response("No loan has this id."),
-        409: problem_response(
+        404: documented_problem("No loan has this id."),
+        409: documented_problem(
             "The loan is not disbursed (`current_status` names its status), or a request with "
             "this Idempotency-Key is still being processed."
         ),
-        422: problem_response(
+        422: documented_problem(
             "The amount is invalid, finer than the currency's minor unit, or more than the "
             "payoff amount (`payoff_amount` says it); `paid_at` is in the future or before the "
             "disbursement; or the Idempotency-Key was used for a different request."

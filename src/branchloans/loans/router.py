@@ -22,9 +22,9 @@ from branchloans.loans.dependencies import (
     WriterDep,
     change_context,
     cursor_position,
+    documented_problem,
     entity_tags,
     next_cursor,
-    problem_response,
 )
 from branchloans.loans.errors import etag
 from branchloans.loans.fields import Currency, UtcDatetime
@@ -73,7 +73,7 @@ def _next_link(request: Request, position: Position, where: LoanFilter) -> str:
     dependencies=READ,
     responses={
         200: {"headers": _NEXT_LINK_HEADER},
-        422: problem_response("A filter, `limit` or `cursor` is invalid; `errors` names it."),
+        422: documented_problem("A filter, `limit` or `cursor` is invalid; `errors` names it."),
     },
 )
 async def list_loans(
@@ -149,7 +149,7 @@ async def get_loan(
     dependencies=READ,
     responses={
         **LOAN_NOT_FOUND_RESPONSES,
-        409: problem_response(
+        409: documented_problem(
             "No schedule exists: the loan has no term or no rate (`missing` lists which), "
             "or an amount its currency cannot pay exactly."
         ),
@@ -184,12 +184,12 @@ async def get_schedule(loan_id: uuid.UUID, database: ReadDatabaseDep, now: NowDe
                 **_ETAG_HEADER,
             }
         },
-        400: problem_response("The body is not valid JSON."),
-        409: problem_response("A request with this Idempotency-Key is still being processed."),
-        413: problem_response("The body is larger than the server accepts."),
-        415: problem_response("The body is not JSON."),
+        400: documented_problem("The body is not valid JSON."),
+        409: documented_problem("A request with this Idempotency-Key is still being processed."),
+        413: documented_problem("The body is larger than the server accepts."),
+        415: documented_problem("The body is not JSON."),
         **KEYS_EXHAUSTED_RESPONSE,
-        422: problem_response(
+        422: documented_problem(
             "A field is missing or invalid (`errors` names each one), or the "
             "Idempotency-Key was used for a different request."
         ),
@@ -257,11 +257,11 @@ def _action_route(action: LoanAction) -> dict[str, Any]:
         "responses": {
             200: {"headers": _ETAG_HEADER},
             **LOAN_NOT_FOUND_RESPONSES,
-            409: problem_response(
+            409: documented_problem(
                 f"The loan is not {sources}; the problem names `current_status` and "
                 "`allowed_actions`. Or a request with this Idempotency-Key is still running."
             ),
-            412: problem_response("If-Match names a version the loan no longer has."),
+            412: documented_problem("If-Match names a version the loan no longer has."),
             **KEYS_EXHAUSTED_RESPONSE,
         },
     }
