@@ -10,10 +10,9 @@ measures both, a different one first.
 
 import asyncio
 import statistics
-from datetime import UTC, datetime
 
 from bench.processes import Bench, command, free_port, log, start
-from bench.report import machine
+from bench.report import print_comparison_heading
 from bench.scenarios import get_lines, measure, targets
 from bench.tracing import found_loans
 
@@ -47,16 +46,7 @@ def run_limits(bench: Bench) -> None:
 
 
 def _report(bench: Bench) -> None:
-    args = bench.args
-    print(f"## Per-key limits, run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
-    print(f"Machine: {machine()}; load average before the run {args.load_before}.")
-    print(
-        f"wrk: {args.threads} threads, {args.connections} connections, {args.duration} s per"
-        f" scenario after {args.warmup} s of warm-up; `--workers {args.workers}`;"
-        f" {found_loans(bench)} loans.\n"
-    )
-    print("| scenario | side | req/s per round | mean req/s | p50 ms | p99 ms | vs off |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print_comparison_heading(bench, "Per-key limits", f"{found_loans(bench)} loans", "off")
     off = statistics.mean(r.rate for r in bench.results if r.scenario.endswith("limiter off"))
     for side in ("limiter off", "limiter on"):
         runs = [r for r in bench.results if r.scenario == f"get by id, {side}"]

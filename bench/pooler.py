@@ -10,10 +10,9 @@ different one first.
 
 import asyncio
 import statistics
-from datetime import UTC, datetime
 
 from bench.processes import Bench, command, free_port, log, start
-from bench.report import machine
+from bench.report import print_comparison_heading
 from bench.scenarios import create_lines, get_lines, measure, targets
 from sqlalchemy import make_url
 
@@ -56,16 +55,12 @@ def run_pooler(bench: Bench) -> None:
 
 
 def _report(bench: Bench, scenarios: list[str], loans: int) -> None:
-    args = bench.args
-    print(f"## Through PgBouncer, run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
-    print(f"Machine: {machine()}; load average before the run {args.load_before}.")
-    print(
-        f"wrk: {args.threads} threads, {args.connections} connections, {args.duration} s per"
-        f" scenario after {args.warmup} s of warm-up; `--workers {args.workers}`; {loans} loans;"
-        f" PgBouncer {SERVER_CONNECTIONS} server connections, transaction pooling.\n"
+    print_comparison_heading(
+        bench,
+        "Through PgBouncer",
+        f"{loans} loans; PgBouncer {SERVER_CONNECTIONS} server connections, transaction pooling",
+        "direct",
     )
-    print("| scenario | side | req/s per round | mean req/s | p50 ms | p99 ms | vs direct |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for scenario in scenarios:
         direct = None
         for side in (DIRECT, POOLED):

@@ -26,6 +26,19 @@ def machine() -> str:
     )
 
 
+def print_comparison_heading(bench: Bench, title: str, details: str, versus: str) -> None:
+    """The heading and table head of a run that prices one thing against its absence."""
+    args = bench.args
+    print(f"## {title}, run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
+    print(f"Machine: {machine()}; load average before the run {args.load_before}.")
+    print(
+        f"wrk: {args.threads} threads, {args.connections} connections, {args.duration} s per"
+        f" scenario after {args.warmup} s of warm-up; `--workers {args.workers}`; {details}.\n"
+    )
+    print(f"| scenario | side | req/s per round | mean req/s | p50 ms | p99 ms | vs {versus} |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+
+
 def report(
     bench: Bench,
     rss: dict[str, list[float]],

@@ -14,12 +14,11 @@ import statistics
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bench.processes import Bench, command, free_port, log, start
-from bench.report import machine
+from bench.report import print_comparison_heading
 from bench.scenarios import create_lines, get_lines, measure, targets
 
 RATIOS = ("0.1", "1.0")
@@ -95,16 +94,7 @@ def run_tracing(bench: Bench) -> None:
 
 
 def _report(bench: Bench, scenarios: list[str], sides: list[str]) -> None:
-    args = bench.args
-    print(f"## Tracing, run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
-    print(f"Machine: {machine()}; load average before the run {args.load_before}.")
-    print(
-        f"wrk: {args.threads} threads, {args.connections} connections, {args.duration} s per"
-        f" scenario after {args.warmup} s of warm-up; `--workers {args.workers}`;"
-        f" {found_loans(bench)} loans.\n"
-    )
-    print("| scenario | side | req/s per round | mean req/s | p50 ms | p99 ms | vs off |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print_comparison_heading(bench, "Tracing", f"{found_loans(bench)} loans", "off")
     for scenario in scenarios:
         off = None
         for side in sides:
