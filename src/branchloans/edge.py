@@ -8,6 +8,7 @@ here because no maintained package adds either to uvicorn.
 
 import asyncio
 import json
+from functools import cache
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,6 +31,15 @@ def _closing_problem(status: int, title: str, detail: str) -> bytes:
     return head.encode() + body
 
 
+@cache  # the same bytes for every connection: built once per limit, not per connection
+def _too_large(max_header_bytes: int) -> bytes:
+    return _closing_problem(
+        431,
+        "Request Header Fields Too Large",
+        f"The request line and headers exceed {max_header_bytes} bytes.",
+    )
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Refuse a request line and headers over HTTP_MAX_HEADER_BYTES with 431, and close a
     connection whose headers are not complete HTTP_HEADER_TIMEOUT seconds after it opened (or
@@ -40,11 +50,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         settings = get_settings()
         self._max_header_bytes = settings.http_max_header_bytes
         self._header_timeout = settings.http_header_timeout
-        self._too_large = _closing_problem(
-            431,
-            "Request Header Fields Too Large",
-            f"The request line and headers exceed {self._max_header_bytes} bytes.",
-        )
+        self._too_large = _too_large(self._max_header_bytes)
         self._reading_headers = True
         self._discarding = False
         self._header_bytes = 0
