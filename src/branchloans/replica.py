@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 from sqlalchemy import text
 
-from branchloans.db import Database, PoolTimeoutError, Queries, Statement, is_outage
+from branchloans.db import Database, Queries, Statement, is_outage
 
 logger = structlog.get_logger(__name__)
 
@@ -98,11 +98,8 @@ class ReadReplica:
 
 
 def _replica_failed(error: BaseException) -> bool:
-    return (
-        is_outage(error)
-        or isinstance(error, PoolTimeoutError)
-        or getattr(error, "sqlstate", None) == _RECOVERY_CONFLICT
-    )
+    # An outage includes an exhausted pool (PoolTimeoutError is a TimeoutError, an OSError).
+    return is_outage(error) or getattr(error, "sqlstate", None) == _RECOVERY_CONFLICT
 
 
 @dataclass(frozen=True)
