@@ -382,12 +382,6 @@ ALERTMANAGER_CONFIG = _resource(
     },
 )
 
-_SECRET_KEY = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "key"],
-    "properties": {"name": _NAME, "key": {"type": "string"}},
-}
 _COMPRESSION = {"enum": ["gzip", "bzip2", "snappy", "lz4", "xz", "zstd"]}
 
 # The Barman Cloud plugin's ObjectStore (barmancloud.cnpg.io/v1): the subset used here.
