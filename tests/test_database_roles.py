@@ -12,8 +12,11 @@ from alembic import command
 from sqlalchemy import make_url
 
 from branchloans.app import create_app
+from branchloans.auth.quotas import KeyQuotas
+from branchloans.auth.sharing import SharedLimits
 from branchloans.cli import main
 from branchloans.config import get_settings
+from branchloans.db import Database
 from branchloans.migrate import (
     alembic_config,
     asyncpg_dsn,
@@ -294,3 +297,24 @@ def test_demo_loans_are_seeded_as_the_api_role(
 
     assert main(["seed"]) == 0
     assert asyncio.run(_as_app_role(owner_url, role, "SELECT count(*) FROM loan_events")) == 5
+
+
+async def _share_limits(database_url: str) -> int:
+    settings = make_settings(database_url, key_rate_limit=10)
+    database = await Database.open(settings)
+    limits = SharedLimits(KeyQuotas(settings), database)
+    try:
+        await limits.sync()
+        await limits.quotas.admit("roles-key")
+        await limits.sync()  # its admission reported, its claim made
+        hits = await database.pool.fetchval("SELECT sum(hits) FROM key_limit_hits")
+        await limits.leave()
+        return int(hits)
+    finally:
+        await database.close()
+
+
+def test_api_role_shares_the_per_key_limits(app_role_database: tuple[str, str]) -> None:
+    owner_url, role = app_role_database
+
+    assert asyncio.run(_share_limits(_as_role(owner_url, role))) == 1

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
+from branchloans.auth.dependencies import key_quotas
+from branchloans.auth.sharing import SharedLimits
 from branchloans.config import AppEnv, Settings, get_settings
 from branchloans.db import Database
 from branchloans.docs import install_docs
@@ -123,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await Database.open(settings, settings.database_read_url.encoded_string()),
                 settings.replica_max_lag_seconds,
             )
-        app.state.branchloans = AppState(
+        state = app.state.branchloans = AppState(
             settings=settings,
             database=database,
             metrics=metrics,
@@ -145,6 +147,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.metrics_enabled and metrics_unserved:
             logger.warning("metrics are counted but served nowhere: set METRICS_PORT")
         jobs: list[Coroutine[Any, Any, None]] = []
+        shared_limits = None
+        if settings.limits_keys:
+            shared_limits = SharedLimits(key_quotas(state), database)
+            await shared_limits.join()
+            jobs.append(shared_limits.share_periodically())
         if settings.idempotency_purge_interval:
             jobs.append(purge_periodically(database, settings.idempotency_purge_interval))
         if settings.metrics_enabled:
@@ -163,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            if shared_limits is not None:
+                await shared_limits.leave()
             await database.close()
             if replica is not None:
                 await replica.database.close()

@@ -135,13 +135,19 @@ class Settings(BaseSettings):
         1000, ge=1, description="connections plus requests per worker; beyond it a 503"
     )
 
-    # Per API key, in each instance; each worker of `serve --workers N` enforces 1/N of them.
+    # Per API key, for the whole service: every worker of every instance shares them.
     key_rate_limit: int = Field(
         6000, ge=0, description="requests per KEY_RATE_WINDOW_SECONDS per key; 0: off"
     )
     key_rate_window_seconds: int = Field(60, ge=1)
     key_concurrency_limit: int = Field(
         32, ge=0, description="requests of one key in flight at once; 0: off"
+    )
+    key_limits_sync_seconds: float = Field(
+        1.0,
+        ge=0.05,
+        le=60,
+        description="seconds between two shares of the per-key counts through Postgres",
     )
     serve_workers: int = Field(
         1, ge=1, description="worker processes; set by `branchloans serve --workers`"
@@ -288,6 +294,11 @@ class Settings(BaseSettings):
         if self.auth_required is None:
             return self.app_env is not AppEnv.DEVELOPMENT
         return self.auth_required
+
+    @property
+    def limits_keys(self) -> bool:
+        """Whether requests are counted against per-key limits (keys are needed for that)."""
+        return self.requires_auth and bool(self.key_rate_limit or self.key_concurrency_limit)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,8 +1,10 @@
 """Limits per API key: requests per window, and requests in flight at once."""
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -10,15 +12,19 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 
-from branchloans.auth.dependencies import AuthenticatedRoute, requires
+from branchloans.auth.dependencies import AuthenticatedRoute, key_quotas, requires
 from branchloans.auth.models import Scope
 from branchloans.auth.quotas import KeyQuotas, TooManyRequestsError
 from branchloans.auth.service import KeyCache, authenticate_key
+from branchloans.auth.sharing import SharedLimits
 from branchloans.config import Settings
 from branchloans.db import Statement
+from branchloans.migrate import asyncpg_dsn
+from branchloans.state import app_state
 from tests.support import (
     DatabaseInTransaction,
     create_key,
+    live_server,
     make_settings,
     serving,
 )
@@ -45,7 +51,8 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_field
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["type"] == "https://branchloans.com/problems/too-many-requests"
     retry_after = int(refused.headers["retry-after"])
-    assert 1 <= retry_after <= 60
+    # A sliding window: this window's requests still count, less and less, in the next one.
+    assert 1 <= retry_after <= 2 * 60
     assert refused.headers["ratelimit-policy"] == '"per-key";q=3;w=60'
     assert refused.headers["ratelimit"] == f'"per-key";r=0;t={retry_after}'
 
@@ -171,25 +178,153 @@ async def test_a_made_up_key_with_a_malformed_body_is_401_not_400(
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
-def test_each_worker_enforces_its_share_of_the_instances_rate() -> None:
+async def test_a_worker_that_never_synced_admits_only_its_first_allowance_of_a_key() -> None:
     quotas = KeyQuotas(
-        Settings(_env_file=None, key_rate_limit=4, serve_workers=2, key_concurrency_limit=0)  # type: ignore[call-arg]
+        Settings(_env_file=None, key_rate_limit=600, serve_workers=2, key_concurrency_limit=0)  # type: ignore[call-arg]
     )
-    quotas.admit("app")
-    quotas.admit("app")
+    for _ in range(5):
+        await quotas.admit("app")
 
     with pytest.raises(TooManyRequestsError):
-        quotas.admit("app")
+        await quotas.admit(
+            "app"
+        )  # its half of the 10 requests the limit allows in one sync interval
 
 
-def test_each_worker_enforces_its_share_of_the_requests_in_flight() -> None:
-    quotas = KeyQuotas(
-        Settings(_env_file=None, key_rate_limit=0, serve_workers=2, key_concurrency_limit=4)  # type: ignore[call-arg]
+Sync = Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _instance(
+    settings: Settings, install: Callable[[FastAPI], Awaitable[None]] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Sync]]:
+    """A started app (with what `install` adds), a client for it, and a function that syncs
+    its per-key limits now."""
+    apps: list[FastAPI] = []
+
+    async def keep(app: FastAPI) -> None:
+        apps.append(app)
+        if install is not None:
+            await install(app)
+
+    async with serving(settings, install=keep) as http:
+        state = app_state(apps[0])
+        yield http, SharedLimits(key_quotas(state), state.database).sync
+
+
+def _synced_by_the_test(committed_database_url: str, **limits: object) -> Settings:
+    return make_settings(
+        committed_database_url,
+        auth_required=True,
+        key_rate_window_seconds=3600,
+        key_limits_sync_seconds=60,  # no sync of its own within the test
+        **limits,
     )
-    quotas.admit("app")
-    quotas.admit("app")
 
-    with pytest.raises(TooManyRequestsError):
-        quotas.admit("app")
-    quotas.release("app")
-    quotas.admit("app")  # a place came free
+
+async def _until_refused(http: httpx.AsyncClient, key: str) -> list[int]:
+    statuses = []
+    while not statuses or statuses[-1] == 200:
+        statuses.append((await http.get("/api/stats", headers=bearer(key))).status_code)
+    return statuses
+
+
+async def test_a_keys_rate_is_one_limit_across_instances(committed_database_url: str) -> None:
+    settings = _synced_by_the_test(committed_database_url, key_rate_limit=4)
+    key = await create_key(committed_database_url, Scope.LOANS_READ)
+
+    statuses: list[int] = []
+    async with (
+        _instance(settings) as (first, sync_first),
+        _instance(settings) as (
+            second,
+            sync_second,
+        ),
+    ):
+        for _ in range(4):  # each instance takes what it may, then both sync
+            statuses += await _until_refused(first, key)
+            statuses += await _until_refused(second, key)
+            await sync_first()
+            await sync_second()
+
+    assert statuses.count(200) == 4
+    assert set(statuses) == {200, 429}
+
+
+async def test_a_keys_requests_in_flight_on_one_instance_count_on_another(
+    committed_database_url: str,
+) -> None:
+    settings = _synced_by_the_test(committed_database_url, key_concurrency_limit=1)
+    key = await create_key(committed_database_url, Scope.LOANS_READ)
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    async def install(app: FastAPI) -> None:
+        await _blocking_route(app, release, entered)
+
+    async with (
+        _instance(settings, install) as (first, sync_first),
+        _instance(settings) as (
+            second,
+            sync_second,
+        ),
+    ):
+        held = asyncio.create_task(first.get("/api/test-slow", headers=bearer(key)))
+        await entered.wait()
+        await sync_first()
+        await sync_second()
+        refused = await second.get("/api/stats", headers=bearer(key))
+        release.set()
+        await held
+        await sync_first()
+        await sync_second()
+        admitted = await second.get("/api/stats", headers=bearer(key))
+
+    assert refused.status_code == 429
+    assert admitted.status_code == 200
+
+
+def _until_refused_now(http: httpx.Client, key: str) -> list[int]:
+    statuses = []
+    while not statuses or statuses[-1] == 200:
+        statuses.append(http.get("/api/stats", headers=bearer(key)).status_code)
+    return statuses
+
+
+async def _until_workers_joined(database_url: str, count: int) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        for _ in range(300):
+            live = await connection.fetchval(
+                "SELECT count(*) FROM key_limit_workers WHERE seen_at > now() - interval '1 s'"
+            )
+            if live >= count:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{count} workers did not join")
+    finally:
+        await connection.close()
+
+
+def test_a_keys_rate_is_one_limit_for_the_workers_of_an_instance(
+    committed_database_url: str,
+) -> None:
+    key = asyncio.run(create_key(committed_database_url, Scope.LOANS_READ))
+    env = {
+        "DATABASE_URL": committed_database_url,
+        "AUTH_REQUIRED": "true",
+        "KEY_RATE_LIMIT": "8",
+        "KEY_RATE_WINDOW_SECONDS": "3600",
+        "KEY_LIMITS_SYNC_SECONDS": "0.05",
+    }
+    statuses: list[int] = []
+    with live_server(env, workers=2) as server, httpx.Client(base_url=server.url) as http:
+        asyncio.run(_until_workers_joined(committed_database_url, 2))
+        # One connection, so one worker: it claims all the other does not hold once synced.
+        for _ in range(20):
+            statuses += _until_refused_now(http, key)
+            time.sleep(0.3)  # several syncs
+            if http.get("/api/stats", headers=bearer(key)).status_code == 429:
+                break
+            statuses.append(200)
+
+    assert statuses.count(200) == 7  # 8, less the other worker's first allowance

@@ -101,7 +101,7 @@ class AuthenticatedRoute(DecimalJSONRoute):
                 return await handler(request)
             tracing.set_attribute(tracing.API_KEY_NAME, principal.name)  # its name, never it
             quotas = key_quotas(state)
-            quotas.admit(principal.name)
+            await quotas.admit(principal.name)
             try:
                 return await handler(request)
             finally:
