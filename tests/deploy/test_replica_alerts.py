@@ -29,7 +29,7 @@ from tests.deploy.support import (
 from tests.streaming_replica import StreamingReplica, query, server_files, streaming_replica
 from tests.support import SERVER_URL, throwaway_database_url
 
-ALERTS = ("PostgresReplicaLagging", "BranchLoansReplicaUnreachable")
+ALERTS = ("PostgresReplicaLagging", "BranchLoansReplicaUnreachable", "BranchLoansReplicaCutOff")
 RUNBOOK = "https://github.com/branchloans/branch-loans-api/blob/main/MONITORING.md"
 STARTUP_SECONDS = 60
 # The lag alert's threshold, 30 s in replica-alerts.yml, in the end-to-end test.
