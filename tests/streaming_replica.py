@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from branchloans.migrate import asyncpg_dsn
 from tests.support import free_port
 
 RUN_AS = "postgres"
+RECEIVER_TIMEOUT_SECONDS = 6
 # A standby needs at least the primary's values of these, or it refuses to start.
 _AT_LEAST_THE_PRIMARYS = (
     "max_connections",
@@ -97,6 +98,40 @@ class StreamingReplica:
         """The first value of `statement`, run on the replica."""
         return query(make_url(self.url).set(database=database).render_as_string(False), statement)
 
+    @contextmanager
+    def cut_off(self) -> Iterator[None]:
+        """The standby's primary_conninfo aimed at a closed port for the while: its WAL
+        receiver stops and cannot reconnect, as when the primary is out of reach."""
+        original = self.sql("SHOW primary_conninfo")
+        self._reconfigure(f"host=127.0.0.1 port={free_port()} connect_timeout=1")
+        try:
+            self._wait_until(lambda: self.silent_seconds() is None, "the WAL receiver stopped")
+            yield
+        finally:
+            self._reconfigure(original)
+            self._wait_until(lambda: self.silent_seconds() is not None, "streaming resumed")
+
+    def _reconfigure(self, conninfo: str) -> None:
+        literal = conninfo.replace("'", "''")
+        self.sql(f"ALTER SYSTEM SET primary_conninfo = '{literal}'")
+        self.sql("SELECT pg_reload_conf()")
+
+    def _wait_until(self, done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not so within {timeout} s: {what}")
+            time.sleep(0.1)
+
+    def silent_seconds(self) -> float | None:
+        """Seconds since the standby last heard from its primary; None with no WAL receiver
+        streaming."""
+        silence = self.sql(
+            "SELECT extract(epoch FROM now() - last_msg_receipt_time)::float8"
+            " FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+        )
+        return None if silence is None else float(silence)
+
     def wait_for_database(self, name: str, timeout: float = 60) -> None:
         """Until the replica has replayed the creation of database `name`."""
         deadline = time.monotonic() + timeout
@@ -132,6 +167,9 @@ def _settings(server_url: str, port: int, directory: Path) -> str:
         "shared_buffers = 32MB",
         # Replay is paused by some tests: a query on the replica is never cancelled for it.
         "max_standby_streaming_delay = -1",
+        # The standby pings a silent primary after half of it: every 3 s, not every 30 s, so
+        # a test sees a cut-off link fall silent within seconds.
+        f"wal_receiver_timeout = {RECEIVER_TIMEOUT_SECONDS}s",
     ]
     for name in _AT_LEAST_THE_PRIMARYS:
         value = query(server_url, f"SELECT setting FROM pg_settings WHERE name = '{name}'")

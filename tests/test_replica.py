@@ -2,15 +2,27 @@
 that goes away. One hot standby of the test server serves the whole module."""
 
 import asyncio
+import os
+import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import make_url
 
-from tests.streaming_replica import StreamingReplica, server_files, streaming_replica
+from branchloans.migrate import create_database_if_missing, grant_app_role, upgrade_to_head
+from tests.deploy.drill import PostgresCluster
+from tests.streaming_replica import (
+    StreamingReplica,
+    query,
+    server_files,
+    streaming_replica,
+)
 from tests.support import (
     SERVER_URL,
     database_of_its_own,
@@ -125,7 +137,12 @@ async def replayed_loan(
     client: httpx.AsyncClient, replica: StreamingReplica, primary_url: str
 ) -> str:
     """A loan of LOAN's borrower the replica has replayed; its id."""
-    loan_id: str = (await client.post("/api/loans", json=LOAN)).json()["id"]
+    return await _replayed(client, replica, primary_url)
+
+
+async def _replayed(http: httpx.AsyncClient, replica: StreamingReplica, primary_url: str) -> str:
+    """The id of a loan of LOAN's borrower created now, once the replica has replayed it."""
+    loan_id: str = (await http.post("/api/loans", json=LOAN)).json()["id"]
     database = make_url(primary_url).database or ""
     deadline = time.monotonic() + 20
     while not replica.sql(f"SELECT count(*) FROM loans WHERE id = '{loan_id}'", database):
@@ -236,3 +253,136 @@ async def test_stopping_the_replica_costs_no_request(
     assert set(statuses) == {200}
     assert {answer.status_code for answer in after} == {200}
     assert "lag_seconds" not in report
+
+
+@pytest.fixture(scope="module")
+def app_role_url(primary_url: str) -> Iterator[str]:
+    """`primary_url` as a role `branchloans migrate` makes for the API: no superuser."""
+    role = f"bl_replica_{uuid.uuid4().hex[:8]}"
+    url = make_url(primary_url).set(username=role).render_as_string(hide_password=False)
+    asyncio.run(grant_app_role(primary_url, url))
+    yield url
+    query(primary_url, f'DROP OWNED BY "{role}"')
+    query(primary_url, f'DROP ROLE "{role}"')
+
+
+async def _metrics(http: httpx.AsyncClient) -> Any:
+    await asyncio.sleep(1.1)  # the gauges are copied every second
+    return parse_metrics((await http.get("/metrics")).text)
+
+
+async def test_a_replica_cut_off_from_its_primary_hands_its_reads_to_the_primary(
+    app_role_url: str, replica: StreamingReplica
+) -> None:
+    async with await _serve(app_role_url, replica, max_lag=1) as http:
+        await _replica_state(http, "in_use")
+        replayed = await _replayed(http, replica, app_role_url)
+        with replica.cut_off():
+            created = (await http.post("/api/loans", json=LOAN)).json()
+
+            report = await _replica_state(http, "lagging")
+            listed = await http.get("/api/loans", params={"borrower_id": LOAN["borrower_id"]})
+            samples = await _metrics(http)
+
+    assert report["lag_seconds"] > report["max_lag_seconds"] == 1
+    assert {replayed, created["id"]} <= _ids(listed)
+    assert sample(samples, "db_replica_in_use") == 0
+    assert sample(samples, "db_replica_up") == 1
+    lag = sample(samples, "db_replica_lag_seconds")
+    assert lag is not None
+    assert lag > 1
+
+
+async def test_a_replica_back_in_touch_with_its_primary_takes_the_reads_back(
+    app_role_url: str, replica: StreamingReplica
+) -> None:
+    async with await _serve(app_role_url, replica, max_lag=1) as http:
+        with replica.cut_off():
+            await http.post("/api/loans", json=LOAN)
+            await _replica_state(http, "lagging")
+
+        report = await _replica_state(http, "in_use")
+
+    assert report["lag_seconds"] <= 1
+
+
+async def test_a_role_that_cannot_see_the_wal_receiver_leaves_the_replica_unused(
+    app_role_url: str, replica: StreamingReplica
+) -> None:
+    role = make_url(app_role_url).username
+    async with await _serve(app_role_url, replica, max_lag=60) as http:
+        await _replica_state(http, "in_use")
+        query(SERVER_URL, f'REVOKE pg_read_all_stats FROM "{role}"')
+        try:
+            report = await _replica_state(http, "unreachable")
+        finally:
+            query(SERVER_URL, f'GRANT pg_read_all_stats TO "{role}"')
+
+    assert "lag_seconds" not in report
+
+
+@pytest.fixture(scope="module")
+def idle_standby() -> Iterator[tuple[str, StreamingReplica]]:
+    """A migrated database on a primary of its own, which nothing writes to, and a standby of
+    it: the link between them carries only the keepalives."""
+    if server_files(SERVER_URL) is None:
+        pytest.skip("the test server's pg_basebackup and initdb are not on this machine")
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        url = cluster.url("branchloans")
+        asyncio.run(create_database_if_missing(url))
+        upgrade_to_head(url)
+        with streaming_replica(url) as standby:
+            standby.wait_for_database("branchloans")
+            yield url, standby
+    finally:
+        cluster.remove()
+
+
+async def test_an_idle_standby_silent_for_longer_than_the_bound_stays_in_use(
+    idle_standby: tuple[str, StreamingReplica],
+) -> None:
+    primary, standby = idle_standby
+    async with await _serve(primary, standby, max_lag=1, interval=0.1) as http:
+        await _replica_state(http, "in_use")
+        # An idle link is silent until the standby pings, half wal_receiver_timeout (3 s) on.
+        deadline = time.monotonic() + 20
+        while (standby.silent_seconds() or 0) <= 2:
+            assert time.monotonic() < deadline, "the standby kept hearing from its primary"
+            await asyncio.sleep(0.05)
+        report = (await http.get("/readiness")).json()["replica"]
+
+    assert report["state"] == "in_use"
+    assert report["lag_seconds"] == 0
+
+
+@contextmanager
+def _partitioned(primary_url: str) -> Iterator[None]:
+    """The primary's side of its standby's link falls quiet and takes no new one, as when a
+    network partition separates them; the primary keeps running."""
+    hba_file = Path(query(primary_url, "SHOW hba_file"))
+    hba = hba_file.read_text()
+    walsender = query(primary_url, "SELECT pid FROM pg_stat_replication")
+    hba_file.write_text(f"host replication all 127.0.0.1/32 reject\n{hba}")
+    query(primary_url, "SELECT pg_reload_conf()")
+    os.kill(walsender, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(walsender, signal.SIGCONT)
+        hba_file.write_text(hba)
+        query(primary_url, "SELECT pg_reload_conf()")
+
+
+async def test_a_standby_whose_primary_falls_silent_is_not_used(
+    idle_standby: tuple[str, StreamingReplica],
+) -> None:
+    primary, standby = idle_standby
+    async with await _serve(primary, standby, max_lag=1, interval=0.1) as http:
+        await _replica_state(http, "in_use")
+        with _partitioned(primary):
+            report = await _replica_state(http, "lagging")
+
+    assert report["lag_seconds"] > report["max_lag_seconds"] == 1

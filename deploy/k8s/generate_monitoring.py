@@ -1,10 +1,10 @@
 """Write the Kubernetes copies of the monitoring files, so that they have one source each.
 
-The rules Prometheus loads in Compose become PrometheusRule resources: alerts.yml, the SLO
-rules generated from slo.yaml (slo-rules.yml, `make slo-rules`) and loan-alerts.yml. The
-database group goes with the CloudNativePG component (its metrics come from the operator's
-exporter), every other group to the base. backup-alerts.yml stays out: it reads the
-pgBackRest exporter of the Compose stack, which a cluster does not run.
+Every rules file Prometheus loads in Compose (prometheus.yml's rule_files: alerts.yml, the SLO
+rules generated from slo.yaml by `make slo-rules`, the backup, loan and replica alerts) becomes
+PrometheusRule resources. The database group goes with the CloudNativePG component (its
+metrics come from the operator's exporter), the backup group with the backup component (only
+a cluster that takes backups can watch their age), every other group to the base.
 deploy/alertmanager/alertmanager.yml becomes an AlertmanagerConfig whose receivers read the
 Secret `alertmanager-receivers`. deploy/postgres-exporter/queries.yaml
 becomes the ConfigMap of custom queries the CloudNativePG cluster runs. `--check` exits 1
@@ -23,14 +23,18 @@ import yaml
 
 DEPLOY = Path(__file__).resolve().parents[1]
 K8S = DEPLOY / "k8s"
-RULES = [
-    DEPLOY / "prometheus" / name for name in ("alerts.yml", "slo-rules.yml", "loan-alerts.yml")
-]
+PROMETHEUS = DEPLOY / "prometheus"
 QUERIES = DEPLOY / "postgres-exporter" / "queries.yaml"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 # The Secret (never committed) holding what alertmanager.yml reads from /run/secrets/<key>.
 RECEIVERS_SECRET = "alertmanager-receivers"  # noqa: S105 (a Secret's name, not its value)
-DATABASE_GROUP = "branchloans-database"
+COMPONENTS = K8S / "components"
+# Where a group goes, and the PrometheusRule it becomes, when it is not the base's.
+GROUP_HOMES = {
+    "branchloans-database": (COMPONENTS / "cloudnative-pg", "branch-loans-db"),
+    "branchloans-backups": (COMPONENTS / "cloudnative-pg-backup", "branch-loans-db-backups"),
+}
+BASE_HOME = (K8S / "base", "branch-loans-api")
 QUERIES_CONFIG_MAP = "branch-loans-db-monitoring"
 QUERIES_KEY = "queries.yaml"
 
@@ -152,11 +156,29 @@ def _alertmanager_config() -> dict[str, Any]:
     }
 
 
+def rule_files() -> list[Path]:
+    """The rules files Prometheus loads, in prometheus.yml's order."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    return [PROMETHEUS / name for name in config["rule_files"]]
+
+
+def _prometheus_rules() -> dict[Path, str]:
+    """Each home's prometheusrule.yaml: its groups, in the order of the files and within them."""
+    homes: dict[tuple[Path, str], dict[Path, list[dict[str, Any]]]] = {}
+    for rules in rule_files():
+        for group in yaml.safe_load(rules.read_text())["groups"]:
+            home = GROUP_HOMES.get(group["name"], BASE_HOME)
+            homes.setdefault(home, {}).setdefault(rules, []).append(group)
+    return {
+        directory / "prometheusrule.yaml": _document(
+            list(sources), _prometheus_rule(name, [g for gs in sources.values() for g in gs])
+        )
+        for (directory, name), sources in homes.items()
+    }
+
+
 def generated() -> dict[Path, str]:
     """Each generated file's path and the text it must hold."""
-    groups = [group for rules in RULES for group in yaml.safe_load(rules.read_text())["groups"]]
-    database = [group for group in groups if group["name"] == DATABASE_GROUP]
-    others = [group for group in groups if group["name"] != DATABASE_GROUP]
     queries = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -167,16 +189,10 @@ def generated() -> dict[Path, str]:
         },
         "data": {QUERIES_KEY: QUERIES.read_text()},
     }
-    component = K8S / "components" / "cloudnative-pg"
     return {
         K8S / "base" / "alertmanagerconfig.yaml": _document([ALERTMANAGER], _alertmanager_config()),
-        K8S / "base" / "prometheusrule.yaml": _document(
-            RULES, _prometheus_rule("branch-loans-api", others)
-        ),
-        component / "prometheusrule.yaml": _document(
-            RULES[:1], _prometheus_rule("branch-loans-db", database)
-        ),
-        component / "monitoring-queries.yaml": _document([QUERIES], queries),
+        **_prometheus_rules(),
+        COMPONENTS / "cloudnative-pg" / "monitoring-queries.yaml": _document([QUERIES], queries),
     }
 
 

@@ -97,7 +97,9 @@ async def grant_app_role(owner_url: str, app_url: str) -> bool:
     Run as the owner after migrating. Creates the role when missing, keeps its password in
     step with DATABASE_URL, and grants row privileges only, less `APP_ROLE_REFUSED`: the
     API's role can neither change the schema, the migration history, the keys nor the loans'
-    histories. False when both URLs name the same user.
+    histories. It may read the statistics views too (pg_read_all_stats): on a read replica,
+    pg_stat_wal_receiver tells one cut off from its primary from one that is caught up. False
+    when both URLs name the same user.
     """
     owner, app = make_url(owner_url), make_url(app_url)
     if not app.username or app.username == owner.username:
@@ -118,6 +120,7 @@ async def grant_app_role(owner_url: str, app_url: str) -> bool:
                 f"GRANT USAGE ON SCHEMA public TO {role}",
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                f"GRANT pg_read_all_stats TO {role}",
                 *(
                     f"REVOKE {privileges} ON {table} FROM {role}"
                     for table, privileges in APP_ROLE_REFUSED.items()

@@ -3,8 +3,10 @@
 `DATABASE_READ_URL` names the replica (or a Service or Pooler in front of the replicas). Its
 lag is measured in the background every `REPLICA_CHECK_INTERVAL` seconds, never per request;
 while it is within `REPLICA_MAX_LAG_SECONDS` and answers, `state.get_read_database` hands the
-stale-tolerant reads to it. A read the replica fails for want of a connection runs on the
-primary instead, so a replica going away costs no request.
+stale-tolerant reads to it. A replica cut off from its primary counts as lagging by the time
+since it last heard from it: caught up with a primary it no longer hears is not caught up. A
+read the replica fails for want of a connection runs on the primary instead, so a replica
+going away costs no request.
 """
 
 import asyncio
@@ -29,17 +31,43 @@ class ReplicaState(StrEnum):
     UNREACHABLE = "unreachable"
 
 
-# Seconds since the replica last replayed a transaction, counted only while it has received
-# WAL it has not replayed: an idle primary leaves a caught-up replica at 0, however long ago
-# its last write was. A server that is not in recovery (a promoted replica) has no lag.
+# How far behind the primary the replica may be, in seconds: an upper bound on the age of the
+# newest commit it lacks. A server not in recovery (a promoted replica) is not behind.
+# - Streaming and heard from lately: 0 once it has replayed all it received (an idle primary
+#   leaves a caught-up replica at 0, however long ago its last write was), else the time since
+#   the last transaction it replayed.
+# - Streaming but silent: an idle link still carries a message every half wal_receiver_timeout
+#   (the standby pings, the primary answers at once), so silence past three quarters of it means
+#   the primary is out of reach: the time since the last message, which is how stale the copy
+#   may be (less exact once it has unreplayed WAL: the time since its last replayed transaction).
+# - No streaming WAL receiver (primary unreachable, slot gone, wrong primary_conninfo): the
+#   time since the last transaction it replayed, or since it started.
+# `hidden`: a role without pg_read_all_stats sees the receiver's pid, not its status.
 _LAG = Statement.compile(
     text(
-        "SELECT CASE"
+        "SELECT receiver.pid IS NOT NULL AND receiver.status IS NULL AS hidden, CASE"
         " WHEN NOT pg_is_in_recovery() THEN 0"
-        " WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
-        " ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)"
-        " END::float8"
+        " WHEN receiver.status = 'streaming'"
+        "  AND (timeout.ms = 0 OR receiver.silent_ms <= timeout.ms * 0.75) THEN CASE"
+        "   WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+        "   ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)"
+        "  END"
+        " WHEN receiver.status = 'streaming'"
+        "  AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"
+        "  THEN receiver.silent_ms / 1000"
+        " ELSE extract(epoch FROM now()"
+        "  - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))"
+        " END::float8 AS lag"
+        " FROM (SELECT setting::float8 AS ms FROM pg_settings"
+        "  WHERE name = 'wal_receiver_timeout') AS timeout"
+        " LEFT JOIN (SELECT pid, status,"
+        "  extract(epoch FROM now() - last_msg_receipt_time) * 1000 AS silent_ms"
+        "  FROM pg_stat_wal_receiver) AS receiver ON true"
     )
+)
+# Reads on a replica whose WAL receiver the API cannot see would be blind to its primary.
+_RECEIVER_HIDDEN = PermissionError(
+    "the role cannot see the replica's WAL receiver: grant it pg_read_all_stats"
 )
 # A hot standby cancels a query whose rows replay must remove: the primary has them.
 _RECOVERY_CONFLICT = "40001"
@@ -69,7 +97,10 @@ class ReadReplica:
             self._set(ReplicaState.UNREACHABLE, None, error)
             return
         assert row is not None
-        lag = float(row[0])
+        if row["hidden"]:
+            self._set(ReplicaState.UNREACHABLE, None, _RECEIVER_HIDDEN)
+            return
+        lag = float(row["lag"])
         self._set(ReplicaState.IN_USE if lag <= self.max_lag else ReplicaState.LAGGING, lag)
 
     def lost(self, error: BaseException) -> None:

@@ -1,5 +1,5 @@
-"""Monitoring on Kubernetes: the PrometheusRules are alerts.yml, the SLO rules and the loan
-alerts, and the AlertmanagerConfig is alertmanager.yml (generated, and checked to be up to
+"""Monitoring on Kubernetes: the PrometheusRules are every rules file Prometheus loads in
+Compose, and the AlertmanagerConfig is alertmanager.yml (generated, and checked to be up to
 date), the scrape jobs are the ones the rules name, and the CloudNativePG exporter's metrics
 are renamed to the names the rules and the dashboard read."""
 
@@ -14,9 +14,8 @@ import yaml
 from tests.deploy.kube import K8S_DIR, OVERLAYS, find, one, render
 from tests.deploy.support import EXPORTER_METRICS, POSTGRES_EXPORTER_DIR, PROMETHEUS_DIR
 
-# The rule files of the Compose stack a cluster runs too (backup-alerts.yml reads the Compose
-# stack's pgBackRest exporter).
-K8S_RULE_FILES = ("alerts.yml", "slo-rules.yml", "loan-alerts.yml")
+# The group that comes with the backup component, in the overlays that take backups.
+BACKUP_GROUP = "branchloans-backups"
 # What CloudNativePG's exporter serves by default (its `default-monitoring` queries and its
 # collector), with the labels a rename depends on.
 CNPG_DEFAULT_SERIES = [
@@ -83,19 +82,61 @@ def test_the_generated_files_are_up_to_date() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_prometheus_rules_are_every_group_of_the_compose_rules(overlay: str) -> None:
-    sources = [
-        group
-        for name in K8S_RULE_FILES
+def _compose_groups() -> dict[str, dict[str, Any]]:
+    """Every group of every rules file Prometheus loads in Compose, by name."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    return {
+        group["name"]: group
+        for name in config["rule_files"]
         for group in yaml.safe_load((PROMETHEUS_DIR / name).read_text())["groups"]
-    ]
+    }
+
+
+def _overlay_groups(overlay: str) -> list[dict[str, Any]]:
     rules = find(render(f"overlays/{overlay}"), "PrometheusRule")
+    return [group for rule in rules for group in rule["spec"]["groups"]]
 
-    groups = [group for rule in rules for group in rule["spec"]["groups"]]
 
-    assert sorted(groups, key=lambda g: g["name"]) == sorted(sources, key=lambda g: g["name"])
-    assert "branchloans-slo" in {group["name"] for group in groups}
+def test_prometheus_loads_every_rules_file_beside_its_config() -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    rules_files = {
+        path.name
+        for path in PROMETHEUS_DIR.glob("*.yml")
+        if "groups" in (yaml.safe_load(path.read_text()) or {})
+    }
+
+    assert rules_files == set(config["rule_files"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_prometheus_rules_are_the_compose_groups_unchanged(overlay: str) -> None:
+    sources = _compose_groups()
+
+    groups = _overlay_groups(overlay)
+
+    assert [group for group in groups if group != sources.get(group["name"])] == []
+    assert len(groups) == len({group["name"] for group in groups})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_compose_group_is_a_prometheus_rule_and_backups_come_with_backups(
+    overlay: str,
+) -> None:
+    backups = "../../components/cloudnative-pg-backup" in yaml.safe_load(
+        (K8S_DIR / "overlays" / overlay / "kustomization.yaml").read_text()
+    ).get("components", [])
+    expected = set(_compose_groups()) - (set() if backups else {BACKUP_GROUP})
+
+    names = {group["name"] for group in _overlay_groups(overlay)}
+
+    assert names == expected
+    assert {"branchloans-slo", "branchloans-replica"} <= names
+
+
+def test_some_overlay_takes_backups_and_so_runs_every_compose_group() -> None:
+    names = {group["name"] for overlay in OVERLAYS for group in _overlay_groups(overlay)}
+
+    assert names == set(_compose_groups())
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
