@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import asyncpg
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 
+logger = structlog.get_logger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 MAINTENANCE_DATABASE = "postgres"
 
@@ -120,13 +122,28 @@ async def grant_app_role(owner_url: str, app_url: str) -> bool:
                 f"GRANT USAGE ON SCHEMA public TO {role}",
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
-                f"GRANT pg_read_all_stats TO {role}",
                 *(
                     f"REVOKE {privileges} ON {table} FROM {role}"
                     for table, privileges in APP_ROLE_REFUSED.items()
                 ),
             ):
                 await connection.execute(statement)
+            await _grant_statistics(connection, role)
     finally:
         await connection.close()
     return True
+
+
+async def _grant_statistics(connection: asyncpg.Connection, role: str) -> None:
+    # An owner that is not a superuser may not hand out predefined roles (managed servers,
+    # Postgres 16 and later): the other grants stand, and the API, unable to see its replica's
+    # WAL receiver, reports the replica unreachable and says what to grant.
+    try:
+        async with connection.transaction():  # a savepoint
+            await connection.execute(f"GRANT pg_read_all_stats TO {role}")
+    except asyncpg.InsufficientPrivilegeError as error:
+        logger.warning(
+            "the API's role may not read the statistics views; a superuser should run"
+            f" GRANT pg_read_all_stats TO {role}",
+            error=str(error),
+        )
