@@ -12,6 +12,7 @@ from alembic import command
 from sqlalchemy import make_url
 
 from branchloans.app import create_app
+from branchloans.auth.metrics import KeyLimitMetrics
 from branchloans.auth.quotas import KeyQuotas
 from branchloans.auth.sharing import SharedLimits
 from branchloans.cli import main
@@ -22,6 +23,7 @@ from branchloans.migrate import (
     asyncpg_dsn,
     drop_database,
 )
+from branchloans.observability.metrics import Metrics
 from tests.support import SERVER_URL, make_settings, throwaway_database_url
 
 # Long enough for production; the test server trusts any password.
@@ -302,7 +304,7 @@ def test_demo_loans_are_seeded_as_the_api_role(
 async def _share_limits(database_url: str) -> int:
     settings = make_settings(database_url, key_rate_limit=10)
     database = await Database.open(settings)
-    limits = SharedLimits(KeyQuotas(settings), database)
+    limits = SharedLimits(KeyQuotas(settings), database, KeyLimitMetrics(Metrics()))
     try:
         await limits.sync()
         await limits.quotas.admit("roles-key")

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from branchloans import __version__
 from branchloans.auth.dependencies import key_quotas
+from branchloans.auth.metrics import key_limit_metrics
 from branchloans.auth.sharing import SharedLimits
 from branchloans.config import AppEnv, Settings, get_settings
 from branchloans.db import Database
@@ -149,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs: list[Coroutine[Any, Any, None]] = []
         shared_limits = None
         if settings.limits_keys:
-            shared_limits = SharedLimits(key_quotas(state), database)
+            shared_limits = SharedLimits(key_quotas(state), database, key_limit_metrics(metrics))
             await shared_limits.join()
             jobs.append(shared_limits.share_periodically())
         if settings.idempotency_purge_interval:

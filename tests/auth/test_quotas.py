@@ -13,6 +13,7 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI
 
 from branchloans.auth.dependencies import AuthenticatedRoute, key_quotas, requires
+from branchloans.auth.metrics import key_limit_metrics
 from branchloans.auth.models import Scope
 from branchloans.auth.quotas import KeyQuotas, TooManyRequestsError
 from branchloans.auth.service import KeyCache, authenticate_key
@@ -26,6 +27,7 @@ from tests.support import (
     create_key,
     live_server,
     make_settings,
+    parse_metrics,
     serving,
 )
 
@@ -55,6 +57,21 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_field
     assert 1 <= retry_after <= 2 * 60
     assert refused.headers["ratelimit-policy"] == '"per-key";q=3;w=60'
     assert refused.headers["ratelimit"] == f'"per-key";r=0;t={retry_after}'
+
+
+async def test_refused_requests_and_syncs_are_counted_in_the_metrics(
+    committed_database_url: str,
+) -> None:
+    settings = make_settings(committed_database_url, auth_required=True, key_rate_limit=1)
+    key = await create_key(committed_database_url, Scope.LOANS_READ)
+
+    async with serving(settings) as http:
+        await http.get("/api/stats", headers=bearer(key))
+        await http.get("/api/stats", headers=bearer(key))
+        samples = parse_metrics((await http.get("/metrics")).text)
+
+    assert samples[("key_limit_refusals_total", frozenset({("limit", "rate")}))] == 1
+    assert samples[("key_limit_syncs_total", frozenset({("outcome", "ok")}))] >= 1
 
 
 async def test_one_key_over_its_rate_leaves_other_keys_alone(
@@ -209,7 +226,10 @@ async def _instance(
 
     async with serving(settings, install=keep) as http:
         state = app_state(apps[0])
-        yield http, SharedLimits(key_quotas(state), state.database).sync
+        yield (
+            http,
+            SharedLimits(key_quotas(state), state.database, key_limit_metrics(state.metrics)).sync,
+        )
 
 
 def _synced_by_the_test(committed_database_url: str, **limits: object) -> Settings:

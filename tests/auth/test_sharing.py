@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from branchloans.auth import sharing
+from branchloans.auth.metrics import KeyLimitMetrics
 from branchloans.auth.quotas import KeyQuotas, TooManyRequestsError
 from branchloans.auth.sharing import SharedLimits
 from branchloans.db import Database
+from branchloans.observability.metrics import Metrics
 from tests.support import make_settings
 
 Workers = Callable[..., Awaitable[list[SharedLimits]]]
@@ -36,7 +38,10 @@ async def workers(shared_database: Database) -> AsyncIterator[Workers]:
             key_limits_sync_seconds=60,  # a spent allowance claims more once per test
             **{"key_rate_limit": 0, "key_concurrency_limit": 0, **limits},
         )
-        new = [SharedLimits(KeyQuotas(settings), shared_database) for _ in range(count)]
+        new = [
+            SharedLimits(KeyQuotas(settings), shared_database, KeyLimitMetrics(Metrics()))
+            for _ in range(count)
+        ]
         started.extend(new)
         for worker in new:
             await worker.join()

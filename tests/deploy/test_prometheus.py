@@ -22,7 +22,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
     result = promtool("check", "rules", "alerts.yml")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 @pytest.mark.parametrize("unit_tests", UNIT_TEST_FILES)

@@ -9,8 +9,9 @@ from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
+from branchloans.auth.metrics import key_limit_metrics
 from branchloans.auth.models import Scope
-from branchloans.auth.quotas import KeyQuotas
+from branchloans.auth.quotas import KeyQuotas, TooManyRequestsError
 from branchloans.auth.service import ANONYMOUS, KeyCache, Principal, authenticate_key
 from branchloans.observability import tracing
 from branchloans.problems import ProblemError
@@ -101,7 +102,11 @@ class AuthenticatedRoute(DecimalJSONRoute):
                 return await handler(request)
             tracing.set_attribute(tracing.API_KEY_NAME, principal.name)  # its name, never it
             quotas = key_quotas(state)
-            await quotas.admit(principal.name)
+            try:
+                await quotas.admit(principal.name)
+            except TooManyRequestsError as refusal:
+                key_limit_metrics(state.metrics).refusals.labels(refusal.limit).inc()
+                raise
             try:
                 return await handler(request)
             finally:

@@ -31,9 +31,10 @@ Slot = tuple[str, int]  # a key's name and a rate window's number (seconds since
 
 
 class TooManyRequestsError(ProblemError):
-    """A key went over its rate or its concurrency limit."""
+    """A key went over its rate or its concurrency limit (`limit`)."""
 
-    def __init__(self, detail: str, retry_after: int, headers: dict[str, str]) -> None:
+    def __init__(self, limit: str, detail: str, retry_after: int, headers: dict[str, str]) -> None:
+        self.limit = limit
         super().__init__(
             429,
             detail,
@@ -293,6 +294,7 @@ class KeyQuotas:
 
     def _over_concurrency(self) -> TooManyRequestsError:
         return TooManyRequestsError(
+            "concurrency",
             "This API key has as many requests in flight as it may "
             f"({self.concurrency} at once); retry when one has finished.",
             1,
@@ -302,6 +304,7 @@ class KeyQuotas:
     def _over_rate(self, key_name: str) -> TooManyRequestsError:
         reset = self._seconds_to_a_free_request(key_name)
         return TooManyRequestsError(
+            "rate",
             f"This API key made more than {self.rate} requests in {self.window} s; "
             f"retry in {reset} s.",
             reset,

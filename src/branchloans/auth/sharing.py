@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy import text
 
+from branchloans.auth.metrics import KeyLimitMetrics
 from branchloans.auth.quotas import Claim, KeyQuotas, Plan, Report, SharedCounts
 from branchloans.db import Database, Queries, Statement
 
@@ -160,6 +161,7 @@ class SharedLimits:
 
     quotas: KeyQuotas
     database: Database
+    metrics: KeyLimitMetrics
     _under_way: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def sync(self) -> None:
@@ -170,10 +172,13 @@ class SharedLimits:
         await asyncio.shield(self._under_way)
 
     async def _sync(self) -> None:
+        outcome = "failed"
         try:
             await sync(self.quotas, self.database)
+            outcome = "ok"
         finally:
             self._under_way = None
+            self.metrics.syncs.labels(outcome).inc()
 
     async def claim(self) -> None:
         """A key's allowance ran out: sync now (a failure leaves the allowances as they
