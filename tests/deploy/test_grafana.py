@@ -33,6 +33,7 @@ API_METRICS = {
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "event_loop_lag_seconds",
+    "key_limit_syncs_total",
     "up",
 }
 JOB_METRICS = {"branchloans-api": API_METRICS, "postgres": EXPORTER_METRICS}

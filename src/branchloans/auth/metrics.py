@@ -23,6 +23,11 @@ class KeyLimitMetrics:
             ["outcome"],
             registry=metrics.registry,
         )
+        # Every series from the start, at 0: a rate of failures reads 0, not "no data".
+        for limit in ("rate", "concurrency"):
+            self.refusals.labels(limit)
+        for outcome in ("ok", "failed"):
+            self.syncs.labels(outcome)
 
 
 @cache  # once per application's metrics: a metric is registered once

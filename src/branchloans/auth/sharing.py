@@ -224,6 +224,9 @@ class SharedLimits:
     async def leave(self) -> None:
         """At shutdown: report the last admissions, and give up this worker's claims."""
         self.quotas.claim = None
+        if self._under_way is not None:  # lest it mark this worker alive again afterwards
+            with suppress(Exception):
+                await self._under_way
         report = self.quotas.report()
         try:
             async with self.database.transaction() as transaction:
