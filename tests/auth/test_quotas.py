@@ -315,7 +315,7 @@ async def _until_workers_joined(database_url: str, count: int) -> None:
     try:
         for _ in range(300):
             live = await connection.fetchval(
-                "SELECT count(*) FROM key_limit_workers WHERE seen_at > now() - interval '1 s'"
+                "SELECT count(*) FROM key_limit_workers WHERE seen_at > now() - interval '5 s'"
             )
             if live >= count:
                 return

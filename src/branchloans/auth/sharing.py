@@ -26,10 +26,17 @@ from branchloans.db import Database, Queries, Statement
 
 logger = structlog.get_logger(__name__)
 
-# A worker that has not synced for this many intervals is taken for gone: its claims no longer
-# count, and after `_FORGOTTEN_AFTER` intervals its row goes.
-_ALIVE_FOR_SYNCS = 3
-_FORGOTTEN_AFTER = 10
+# A worker that has not synced for 3 intervals, and at least 5 s (a busy event loop may hold a
+# short interval's sync back), is taken for gone: its claims no longer count. After 3 failed
+# syncs a worker limits alone; a worker gone for twice that long loses its row.
+_FAILED_SYNCS_ALONE = 3
+_ALIVE_AT_LEAST = 5.0
+
+
+def _alive_seconds(quotas: KeyQuotas) -> float:
+    return max(quotas.sync_seconds * _FAILED_SYNCS_ALONE, _ALIVE_AT_LEAST)
+
+
 _SYNC_LOCK = 0x6B65795F6C696D69  # the advisory lock's number: "key_limi" in ASCII
 
 
@@ -105,7 +112,7 @@ async def _exchange(transaction: Queries, quotas: KeyQuotas, report: Report) -> 
     await transaction.fetch(_ONE_AT_A_TIME, lock=_SYNC_LOCK)
     others: dict[str, Any] = {
         "worker": quotas.worker,
-        "alive_seconds": quotas.sync_seconds * _ALIVE_FOR_SYNCS,
+        "alive_seconds": _alive_seconds(quotas),
     }
     first_allowances = {
         row["worker"]: row["first_allowance"]
@@ -210,7 +217,7 @@ class SharedLimits:
                 if not failures:
                     logger.warning("the per-key limits could not be shared", error=repr(error))
                 failures += 1
-                if failures >= _ALIVE_FOR_SYNCS:  # the others count this worker gone by now
+                if failures >= _FAILED_SYNCS_ALONE:
                     quotas.alone()
                 continue
             if failures:
@@ -218,7 +225,7 @@ class SharedLimits:
             failures = 0
             with suppress(Exception):  # housekeeping: the next sync tries again
                 await self.database.fetch(
-                    _FORGET_WORKERS, forgotten_seconds=quotas.sync_seconds * _FORGOTTEN_AFTER
+                    _FORGET_WORKERS, forgotten_seconds=2 * _alive_seconds(quotas)
                 )
 
     async def leave(self) -> None:
