@@ -2,6 +2,7 @@
 the dependencies that demand scopes."""
 
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from functools import cache
 from typing import Annotated, Any
 
@@ -85,6 +86,31 @@ async def _caller(request: Request, state: AppState) -> Principal:
     return principal
 
 
+# The caller of the request being handled, set by `AuthenticatedRoute` before FastAPI resolves
+# any dependency (they run in the request's context), read by `requires`.
+_CALLER: ContextVar[Principal] = ContextVar("branchloans_caller")
+
+
+async def _within_limits(
+    state: AppState,
+    key_name: str,
+    handler: Callable[[Request], Coroutine[Any, Any, Response]],
+    request: Request,
+) -> Response:
+    """The handler's response, run as one of the key's requests (429 beyond its limits)."""
+    tracing.set_attribute(tracing.API_KEY_NAME, key_name)  # its name, never the key
+    quotas = key_quotas(state)
+    try:
+        await quotas.admit(key_name)
+    except TooManyRequestsError as refusal:
+        key_limit_metrics(state.metrics).refusals.labels(refusal.limit).inc()
+        raise
+    try:
+        return await handler(request)
+    finally:
+        quotas.release(key_name)
+
+
 class AuthenticatedRoute(DecimalJSONRoute):
     """An API route that knows its caller, and holds the key to its limits, before anything
     reads the body: FastAPI reads and parses a body before it runs any dependency, so a
@@ -97,20 +123,13 @@ class AuthenticatedRoute(DecimalJSONRoute):
         async def authenticated_handler(request: Request) -> Response:
             state = app_state(request.app)
             principal = await _caller(request, state)
-            request.state.principal = principal
-            if principal.name is None:  # anonymous, with auth off: no key to limit
-                return await handler(request)
-            tracing.set_attribute(tracing.API_KEY_NAME, principal.name)  # its name, never it
-            quotas = key_quotas(state)
+            token = _CALLER.set(principal)
             try:
-                await quotas.admit(principal.name)
-            except TooManyRequestsError as refusal:
-                key_limit_metrics(state.metrics).refusals.labels(refusal.limit).inc()
-                raise
-            try:
-                return await handler(request)
+                if principal.name is None:  # anonymous, with auth off: no key to limit
+                    return await handler(request)
+                return await _within_limits(state, principal.name, handler, request)
             finally:
-                quotas.release(principal.name)
+                _CALLER.reset(token)
 
         return authenticated_handler
 
@@ -124,11 +143,10 @@ def requires(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """
 
     async def authorize(
-        request: Request,
         # Named so that OpenAPI documents the scheme; the route checked the key itself.
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        principal: Principal = request.state.principal
+        principal = _CALLER.get()
         if scope not in principal.scopes:
             raise InsufficientScopeError(scope)
         return principal
