@@ -217,7 +217,7 @@ class KeyQuotas:
                 allowances[key_name] = min(first_allowance, left)
             if left > allowances[key_name]:
                 more.add(key_name)
-        for key_name in served | set(report.in_flight):
+        for key_name in report.keys:
             claims[key_name] = Claim(
                 allowances.get(key_name, first_allowance), report.in_flight.get(key_name, 0)
             )
