@@ -11,7 +11,7 @@ measures both, a different one first.
 import asyncio
 import statistics
 
-from bench.processes import Bench, command, free_port, log, start
+from bench.processes import Bench, log, serve_variant
 from bench.report import print_comparison_heading
 from bench.scenarios import get_lines, measure, targets
 from bench.tracing import found_loans
@@ -19,24 +19,16 @@ from bench.tracing import found_loans
 ROUNDS = 4
 
 
-def _serve_unlimited(bench: Bench) -> int:
-    port = free_port()
-    argv = [*command("branchloans"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    start(
-        bench,
-        "limiter-off",
-        [*argv, "--workers", str(bench.args.workers)],
-        port,
-        KEY_RATE_LIMIT="0",
-        KEY_CONCURRENCY_LIMIT="0",
-    )
-    return port
-
-
 def run_limits(bench: Bench) -> None:
     """Measure both sides, round after round, and print the figures as Markdown."""
     lines = get_lines(asyncio.run(targets(bench)).ids)
-    order = [("limiter on", bench.services[""]), ("limiter off", _serve_unlimited(bench))]
+    order = [
+        ("limiter on", bench.services[""]),
+        (
+            "limiter off",
+            serve_variant(bench, "limiter-off", KEY_RATE_LIMIT="0", KEY_CONCURRENCY_LIMIT="0"),
+        ),
+    ]
     for number in range(ROUNDS):
         log(f"round {number + 1} of {ROUNDS}")
         for side, port in order:

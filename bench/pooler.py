@@ -11,7 +11,7 @@ different one first.
 import asyncio
 import statistics
 
-from bench.processes import Bench, command, free_port, log, start
+from bench.processes import Bench, log, serve_variant
 from bench.report import print_comparison_heading
 from bench.scenarios import create_lines, get_lines, measure, targets
 from sqlalchemy import make_url
@@ -28,16 +28,7 @@ def run_pooler(bench: Bench) -> None:
     """Measure both sides, round after round, and print the figures as Markdown."""
     found = asyncio.run(targets(bench))
     with pgbouncer_in_front_of(bench.sqlalchemy_url, server_connections=SERVER_CONNECTIONS) as url:
-        port = free_port()
-        argv = [*command("branchloans"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        start(
-            bench,
-            "pgbouncer",
-            [*argv, "--workers", str(bench.args.workers)],
-            port,
-            DATABASE_URL=url,
-            DB_TRANSACTION_POOLER="true",
-        )
+        port = serve_variant(bench, "pgbouncer", DATABASE_URL=url, DB_TRANSACTION_POOLER="true")
         log(f"PgBouncer on port {make_url(url).port}, {SERVER_CONNECTIONS} server connections")
         order = [(DIRECT, bench.services[""]), (POOLED, port)]
         scenarios = {

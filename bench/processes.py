@@ -149,6 +149,15 @@ def start(
     raise RuntimeError(f"{name} did not listen on {port} within 60 s")
 
 
+def serve_variant(bench: Bench, name: str, **env: str) -> int:
+    """Start this checkout's `branchloans serve`, with the run's workers and `env` added to
+    the service environment, on a free port: a side of a comparison. Its port."""
+    port = free_port()
+    argv = [*command("branchloans"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    start(bench, name, [*argv, "--workers", str(bench.args.workers)], port, **env)
+    return port
+
+
 def stop(bench: Bench, pid: int) -> None:
     """Stop a process this run started (uvicorn stops its workers on SIGTERM)."""
     for process in bench.processes:

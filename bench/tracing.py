@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.processes import Bench, command, free_port, log, start
+from bench.processes import Bench, log, serve_variant
 from bench.report import print_comparison_heading
 from bench.scenarios import create_lines, get_lines, measure, targets
 
@@ -55,19 +55,14 @@ def _sink() -> Iterator[str]:
 
 
 def _serve_traced(bench: Bench, ratio: str, endpoint: str) -> int:
-    port = free_port()
-    argv = [*command("branchloans"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    start(
+    return serve_variant(
         bench,
         f"tracing-{ratio}",
-        [*argv, "--workers", str(bench.args.workers)],
-        port,
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_SERVICE_NAME="branchloans-bench",
         OTEL_TRACES_SAMPLER="parentbased_traceidratio",
         OTEL_TRACES_SAMPLER_ARG=ratio,
     )
-    return port
 
 
 def run_tracing(bench: Bench) -> None:
