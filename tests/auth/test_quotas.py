@@ -20,8 +20,8 @@ from branchloans.auth.service import KeyCache, authenticate_key
 from branchloans.auth.sharing import SharedLimits
 from branchloans.config import Settings
 from branchloans.db import Statement
-from branchloans.migrate import asyncpg_dsn
 from branchloans.state import app_state
+from tests.streaming_replica import query
 from tests.support import (
     DatabaseInTransaction,
     create_key,
@@ -310,19 +310,16 @@ def _until_refused_now(http: httpx.Client, key: str) -> list[int]:
     return statuses
 
 
-async def _until_workers_joined(database_url: str, count: int) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        for _ in range(300):
-            live = await connection.fetchval(
-                "SELECT count(*) FROM key_limit_workers WHERE seen_at > now() - interval '5 s'"
-            )
-            if live >= count:
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"{count} workers did not join")
-    finally:
-        await connection.close()
+def _until_workers_joined(database_url: str, count: int) -> None:
+    for _ in range(300):
+        live = query(
+            database_url,
+            "SELECT count(*) FROM key_limit_workers WHERE seen_at > now() - interval '5 s'",
+        )
+        if live >= count:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{count} workers did not join")
 
 
 def test_a_keys_rate_is_one_limit_for_the_workers_of_an_instance(
@@ -338,7 +335,7 @@ def test_a_keys_rate_is_one_limit_for_the_workers_of_an_instance(
     }
     statuses: list[int] = []
     with live_server(env, workers=2) as server, httpx.Client(base_url=server.url) as http:
-        asyncio.run(_until_workers_joined(committed_database_url, 2))
+        _until_workers_joined(committed_database_url, 2)
         # One connection, so one worker: it claims all the other does not hold once synced.
         for _ in range(20):
             statuses += _until_refused_now(http, key)
